@@ -1,0 +1,7 @@
+"""``python3 -m mssante.certcheck``."""
+
+import sys
+
+from mssante.certcheck.cli import main
+
+sys.exit(main())
