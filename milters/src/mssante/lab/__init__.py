@@ -1,0 +1,1 @@
+"""Lab and test infrastructure: test PKI, lab orchestration (docs/lab.md, docs/test-pki.md)."""
