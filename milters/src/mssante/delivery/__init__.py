@@ -1,0 +1,1 @@
+"""Delivery tracking: from the MSSanté instance's log to `delivery` journal records."""

@@ -1,0 +1,5 @@
+import sys
+
+from mssante.delivery.cli import main
+
+sys.exit(main())

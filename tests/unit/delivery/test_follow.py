@@ -1,0 +1,78 @@
+"""Following the log across rotations and restarts: no gap, no duplicate (TRACE-2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mssante.delivery.follow import LogFollower, Position
+
+
+def _append(path: Path, *lines: str, end: str = "\n") -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + end)
+
+
+def _read(follower: LogFollower) -> list[str]:
+    return [line for line, _ in follower.lines()]
+
+
+def test_trace2_partial_line_waits_for_its_end(tmp_path: Path) -> None:
+    log = tmp_path / "maillog"
+    _append(log, "one", "tw", end="")
+    follower = LogFollower(log, None)
+    assert _read(follower) == ["one"]
+    _append(log, "o", "three")
+    assert _read(follower) == ["two", "three"]
+    assert _read(follower) == []
+
+
+def test_trace2_rename_rotation_drains_old_file_then_new(tmp_path: Path) -> None:
+    log = tmp_path / "maillog"
+    _append(log, "a1")
+    follower = LogFollower(log, None)
+    assert _read(follower) == ["a1"]
+    _append(log, "a2")  # written just before rotation, not yet read
+    log.rename(tmp_path / "maillog.20261125-182200")
+    _append(log, "b1")
+    assert _read(follower) == ["a2", "b1"]
+
+
+def test_trace2_copytruncate_rotation_restarts_file(tmp_path: Path) -> None:
+    log = tmp_path / "maillog"
+    _append(log, "a1", "a2")
+    follower = LogFollower(log, None)
+    assert _read(follower) == ["a1", "a2"]
+    with log.open("w"):
+        pass
+    _append(log, "b1")
+    assert _read(follower) == ["b1"]
+
+
+def test_trace2_restart_from_saved_position_after_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "maillog"
+    _append(log, "a1", "a2")
+    first = LogFollower(log, None)
+    lines = list(first.lines())
+    saved = Position.from_json(lines[0][1].to_json())  # stopped after a1 (a2 not acknowledged)
+    first.close()
+    _append(log, "a3")
+    log.rename(tmp_path / "maillog.1")
+    _append(log, "b1")
+    again = LogFollower(log, saved)
+    assert _read(again) == ["a2", "a3", "b1"]
+
+
+def test_trace2_saved_position_of_a_vanished_file_starts_current_log(tmp_path: Path) -> None:
+    log = tmp_path / "maillog"
+    _append(log, "x")
+    ghost = Position(inode=os.stat(log).st_ino + 999_999, offset=5)
+    assert _read(LogFollower(log, ghost)) == ["x"]
+
+
+def test_trace2_missing_log_is_picked_up_when_it_appears(tmp_path: Path) -> None:
+    log = tmp_path / "maillog"
+    follower = LogFollower(log, None)
+    assert _read(follower) == []
+    _append(log, "first")
+    assert _read(follower) == ["first"]
