@@ -17,6 +17,7 @@ from mssante.journal import keys, records
 from mssante.journal.config import JournalSettings
 from mssante.journal.merkle import CompactRange, TreeHashes, range_nodes
 from mssante.journal.note import Checkpoint, SignerKey, VerifierKey, parse_checkpoint, sign_checkpoint
+from mssante.journal.protocol import AppendResult
 from mssante.journal.push import Pusher
 from mssante.journal.records import RecordError, RecordType
 from mssante.journal.store import Store, StoreError, encode_line
@@ -26,13 +27,6 @@ log = logging.getLogger(__name__)
 
 class TamperedError(StoreError):
     """The stored journal does not match its own latest checkpoint: the owner refuses to sign over it."""
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    record_id: str
-    index: int
-    time: str
 
 
 def utc_now() -> str:

@@ -1,0 +1,5 @@
+import sys
+
+from mssante.journal.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""Exports for auditors (a bundle verifiable offline) and inclusion proofs of single messages."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mssante.journal.merkle import TreeHashes, range_nodes
+from mssante.journal.note import parse_checkpoint
+from mssante.journal.store import Store
+
+VERIFIER = Path(__file__).with_name("bundle_verifier.py")
+CSV_FIELDS = [
+    "seq", "time", "type", "host_id", "queue_id", "message_id", "mail_from", "rcpts", "rcpt", "direction",
+    "port", "client_address", "tls_version", "tls_cipher", "peer_cn", "peer_issuer", "auth_identity", "size",
+    "body_sha256", "headers_sha256", "decision", "reason", "reply", "outcome", "relay", "dsn",
+    "delay_seconds", "original_message_id", "disposition", "window_start", "window_end", "count",
+    "public_key", "fingerprint", "purged_from", "purged_to", "segments", "older_than_days",
+]  # fmt: skip
+
+
+class ExportError(Exception):
+    """Nothing exportable (no checkpoint yet, empty range)."""
+
+
+@dataclass
+class Loaded:
+    """Leaf hashes of the whole stored journal, the latest checkpoint and its size."""
+
+    hashes: TreeHashes
+    checkpoint: str
+    size: int
+
+
+def load(directory: Path, progress: Callable[[int], None] | None = None) -> Loaded:
+    store = Store(directory)
+    text = store.latest_checkpoint()
+    if text is None:
+        raise ExportError("the journal has no checkpoint yet")
+    base = store.read_base()
+    offset = int(base["size"]) if base else 0
+    known = {(s, lv): bytes.fromhex(h) for s, lv, h in base["nodes"]} if base else {}
+    leaves = []
+    for line in store.lines():
+        leaves.append(line.leaf)
+        if progress and len(leaves) % 65536 == 0:
+            progress(len(leaves))
+    size = parse_checkpoint(text).checkpoint.size
+    return Loaded(TreeHashes(leaves, offset, known), text, size)
+
+
+def _records(store: Store, since: str | None, until: str | None, limit: int) -> Iterator[tuple[int, bytes]]:
+    for line in store.lines():
+        record = json.loads(line.data)
+        seq = record["seq"]
+        if seq >= limit:
+            return
+        if (since is None or record["time"] >= since) and (until is None or record["time"] < until):
+            yield seq, line.data
+
+
+def export(
+    directory: Path,
+    out: Path,
+    fmt: str,
+    public_key: str,
+    since: str | None = None,
+    until: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """Write the bundle for records in [since, until) covered by the latest checkpoint: (first, end)."""
+    loaded = load(directory, progress)
+    store = Store(directory)
+    selected = list(_records(store, since, until, loaded.size))
+    if not selected:
+        raise ExportError("no checkpointed record in that time range")
+    first, end = selected[0][0], selected[-1][0] + 1
+    if len(selected) != end - first:  # a clock step back: export the whole contiguous span
+        selected = list(_records(store, None, None, end))[first - loaded.hashes.offset :]
+    staging = out.with_name(out.name + ".d") if out.suffix == ".zip" else out
+    staging.mkdir(parents=True, exist_ok=False)
+    with (staging / "records.jsonl").open("wb") as handle:
+        for _, data in selected:
+            handle.write(data + b"\n")
+    if fmt == "csv":
+        (staging / "records.csv").write_text(_csv(data for _, data in selected), encoding="utf-8")
+    rng = {
+        "first": first,
+        "end": end,
+        "size": loaded.size,
+        "left": _nodes(loaded.hashes, 0, first),
+        "right": _nodes(loaded.hashes, end, loaded.size),
+    }
+    (staging / "range.json").write_text(json.dumps(rng, indent=1), encoding="utf-8")
+    (staging / "checkpoint.note").write_text(loaded.checkpoint, encoding="utf-8")
+    (staging / "public-key.txt").write_text(public_key.strip() + "\n", encoding="ascii")
+    shutil.copyfile(VERIFIER, staging / "verify_bundle.py")
+    if staging != out:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(staging.iterdir()):
+                archive.write(path, f"journal-export/{path.name}")
+        shutil.rmtree(staging)
+    return first, end
+
+
+def _nodes(hashes: TreeHashes, begin: int, end: int) -> list[list[Any]]:
+    return [[s, lv, hashes.subtree(s, s + (1 << lv)).hex()] for s, lv in range_nodes(begin, end)]
+
+
+def _csv(lines: Iterator[bytes]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for data in lines:
+        record = json.loads(data)
+        if "rcpts" in record:
+            record["rcpts"] = "; ".join(
+                r["address"] + (f" ({r['status']})" if "status" in r else "") for r in record["rcpts"]
+            )
+        writer.writerow(record)
+    return buffer.getvalue()
+
+
+def prove(
+    directory: Path, public_key: str, message_id: str | None = None, queue_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Inclusion proofs of every checkpointed record naming the message (by Message-ID or queue id)."""
+    loaded = load(directory)
+    proofs = []
+    for line in Store(directory).lines():
+        record = json.loads(line.data)
+        if record["seq"] >= loaded.size:
+            break
+        ids = (record.get("message_id"), record.get("original_message_id"))
+        if (message_id is not None and message_id in ids) or (
+            queue_id is not None and record.get("queue_id") == queue_id
+        ):
+            proof = loaded.hashes.inclusion_proof(record["seq"], loaded.size)
+            proofs.append(
+                {
+                    "record": line.data.decode("utf-8"),
+                    "index": record["seq"],
+                    "tree_size": loaded.size,
+                    "proof": [p.hex() for p in proof],
+                    "checkpoint": loaded.checkpoint,
+                    "public_key": public_key.strip(),
+                }
+            )
+    return proofs

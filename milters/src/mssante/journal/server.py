@@ -1,0 +1,232 @@
+"""The journal owner process: a unix socket for writers, group commit, periodic checkpoints, metrics.
+
+Connection threads validate and queue requests; one committer thread takes everything queued,
+appends it with one write and one fsync (group commit), then answers each waiting writer. Appends
+are therefore ordered and never interleave, and a reply means the record is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from mssante.journal.owner import Journal
+from mssante.journal.protocol import AppendResult, ProtocolError, receive, send
+from mssante.journal.records import RecordError, RecordType, check_fields
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 4096
+
+
+@dataclass
+class _Job:
+    op: str
+    payload: dict[str, Any]
+    future: Future[dict[str, Any]] = field(default_factory=Future)
+
+
+class _VerifyStatus(Collector):
+    """Gauges read, at scrape time, from the periodic self-verification's result file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            status = json.loads(self.path.read_text(encoding="utf-8"))
+            when, ok = float(status["time"]), 1.0 if status["ok"] else 0.0
+        except (OSError, ValueError, KeyError, TypeError):
+            when, ok = 0.0, 0.0
+        yield GaugeMetricFamily(
+            "mssante_journal_verify_last_run_timestamp_seconds", "End of the last self-verification", when
+        )
+        yield GaugeMetricFamily("mssante_journal_verify_ok", "1 if the last self-verification passed", ok)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, journal: Journal) -> None:
+        self.records = Counter(
+            "mssante_journal_records", "Records appended", ["type"], registry=registry
+        )
+        for rtype in RecordType:
+            self.records.labels(rtype.value)
+        self.errors = Counter("mssante_journal_append_errors", "Appends not done", registry=registry)
+        self.commit = Histogram(
+            "mssante_journal_commit_duration_seconds",
+            "One group commit including fsync",
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        size = Gauge("mssante_journal_tree_size", "Records in the Merkle tree", registry=registry)
+        size.set_function(lambda: journal.size)
+        last = Gauge(
+            "mssante_journal_last_checkpoint_timestamp_seconds", "Time of the last checkpoint", registry=registry
+        )
+        last.set_function(lambda: journal.last_checkpoint_time)
+        registry.register(_VerifyStatus(journal.settings.verify_status_file))
+
+
+class JournalServer:
+    def __init__(self, journal: Journal, socket_path: Path, registry: CollectorRegistry | None = None) -> None:
+        self.journal = journal
+        self.socket_path = socket_path
+        self.metrics = Metrics(registry or CollectorRegistry(), journal)
+        self.jobs: queue.Queue[_Job | None] = queue.Queue()
+        self.broken: str | None = None
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._handlers: dict[str, Callable[[_Job], dict[str, Any]]] = {
+            "checkpoint": lambda job: {"checkpoint": self.journal.checkpoint(force=True)},
+            "rotate-key": lambda job: _result(self.journal.rotate_key()),
+            "purge": self._purge,
+            "status": lambda job: {"size": self.journal.size, "checkpoint_size": self.journal.checkpoint_size},
+        }
+
+    def start(self) -> None:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.socket_path.exists():
+            self.socket_path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.socket_path))
+        os.chmod(self.socket_path, 0o660)
+        listener.listen(128)
+        self._listener = listener
+        for target in (self._commit_loop, self._accept_loop):
+            thread = threading.Thread(target=target, name=f"journal-{target.__name__}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("journal: serving %s, %d records", self.socket_path, self.journal.size)
+
+    def stop(self) -> None:
+        """Stop accepting, commit what is queued, write a last checkpoint."""
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.close()
+        self.jobs.put(None)
+        self._threads[0].join(timeout=30)
+        if self.broken is None:
+            self.journal.checkpoint()
+        self.journal.close()
+        self.socket_path.unlink(missing_ok=True)
+
+    # -- connections -----------------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="journal-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    message = receive(conn)
+                    if message is None:
+                        return
+                    send(conn, self._handle(message))
+                except (OSError, ProtocolError) as exc:
+                    log.debug("journal: connection dropped: %s", exc)
+                    return
+
+    def _handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message.get("op")
+        if op == "append":
+            record = message.get("record")
+            if not isinstance(record, dict):
+                return self._refuse("append needs a record object")
+            if record.get("type") in (RecordType.KEY, RecordType.PURGE):
+                return self._refuse("key and purge records are written by rotate-key and purge only")
+            if problems := check_fields(record):
+                return self._refuse("; ".join(problems))
+        elif op not in self._handlers:
+            return {"ok": False, "error": f"unknown op {op!r}"}
+        if self.broken:
+            return self._refuse(f"journal stopped after a write failure: {self.broken}")
+        job = _Job(str(op), message)
+        self.jobs.put(job)
+        try:
+            return job.future.result(timeout=60)
+        except Exception as exc:  # noqa: BLE001 - any failure is an answer to the writer
+            return self._refuse(str(exc))
+
+    def _refuse(self, error: str) -> dict[str, Any]:
+        self.metrics.errors.inc()
+        return {"ok": False, "error": error}
+
+    # -- the committer ---------------------------------------------------------------------------------
+    def _commit_loop(self) -> None:
+        while True:
+            wait = max(0.05, self.journal.settings.checkpoint_interval_seconds / 4)
+            try:
+                first = self.jobs.get(timeout=wait)
+            except queue.Empty:
+                first = _Job("tick", {})
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            jobs = [job for job in batch if job is not None]
+            self._run(jobs)
+            if len(jobs) < len(batch):
+                return
+
+    def _run(self, jobs: list[_Job]) -> None:
+        appends = [job for job in jobs if job.op == "append"]
+        try:
+            if appends:
+                self._commit(appends)
+            for job in jobs:
+                if job.op in self._handlers:
+                    job.future.set_result({"ok": True, **self._handlers[job.op](job)})
+            if self.journal.checkpoint_due():
+                self.journal.checkpoint()
+        except Exception as exc:
+            self.broken = str(exc)
+            log.exception("journal: write failed; refusing appends until restart")
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+
+    def _commit(self, appends: list[_Job]) -> None:
+        started = time.perf_counter()
+        results = self.journal.append_batch([job.payload["record"] for job in appends])
+        self.metrics.commit.observe(time.perf_counter() - started)
+        for job, result in zip(appends, results, strict=True):
+            if isinstance(result, RecordError):
+                job.future.set_result({"ok": False, "error": str(result)})
+            else:
+                self.metrics.records.labels(job.payload["record"]["type"]).inc()
+                job.future.set_result({"ok": True, **_result(result)})
+
+    def _purge(self, job: _Job) -> dict[str, Any]:
+        days = job.payload.get("older_than_days")
+        if not isinstance(days, int) or days < 1:
+            raise ValueError("purge needs older_than_days >= 1")
+        result = self.journal.purge(days)
+        if result is not None:
+            self.metrics.records.labels(RecordType.PURGE.value).inc()
+        return {"purge": _result(result) if result else None}
+
+
+def _result(result: AppendResult) -> dict[str, Any]:
+    return {"record_id": result.record_id, "index": result.index, "time": result.time}
