@@ -1,0 +1,153 @@
+"""Test helpers: build trust lists in the published layout and sign them with xmlsec.
+
+Also used by ``tests/bench/bench_trustlist.py`` for the 20,000-entry list.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from lxml import etree
+
+from mssante.lab.pki import Pki, ensure_pki
+
+NS = "https://listeblanche.mssante.fr/schema"
+SAMPLE = Path(os.environ.get("MSSANTE_SHARED", "/work/shared")) / "mssante" / "listeblanche-sample.xml"
+REPO = Path(__file__).resolve().parents[3]
+PKI_DIR = Path(os.environ.get("MSSANTE_TEST_PKI", "/var/tmp/mssante-test-pki"))
+SIGNER_CN = "Signataire Liste Blanche TEST"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    dn: str
+
+
+def sample_bytes() -> bytes:
+    """The sample list of shared/ (7 entries, 6 domains, tricky names)."""
+    return SAMPLE.read_bytes()
+
+
+def pki() -> Pki:
+    """The shared test PKI (created once, reused by every test run)."""
+    return ensure_pki(PKI_DIR)
+
+
+def synthetic_entries(count: int, prefix: str = "dom") -> list[Entry]:
+    """``count`` entries; every fourth domain has a second certificate (two entries, one name)."""
+    entries = []
+    index = 0
+    while len(entries) < count:
+        name = f"{prefix}{index}.mssante.fr"
+        entries.append(Entry(name, f"CN=mx1.{prefix}{index}.fr,OU={index:010d},O=ETABLISSEMENT {index},C=FR"))
+        if index % 4 == 0 and len(entries) < count:
+            entries.append(
+                Entry(name, f"CN=mx2.{prefix}{index}.fr,OU={index:010d},O=ETABLISSEMENT {index},C=FR")
+            )
+        index += 1
+    return entries
+
+
+def build_list(entries: Iterable[Entry], generated: str = "2026-11-20T06:00:00Z") -> bytes:
+    """An unsigned list in the published layout."""
+    root = etree.Element(f"{{{NS}}}ListeBlancheMSSante", nsmap={None: NS})
+    etree.SubElement(root, f"{{{NS}}}DateDeGeneration").text = generated
+    domains = etree.SubElement(root, f"{{{NS}}}ListeDomaines")
+    for entry in entries:
+        item = etree.SubElement(domains, f"{{{NS}}}Domaine")
+        etree.SubElement(item, f"{{{NS}}}Nom").text = entry.name
+        etree.SubElement(item, f"{{{NS}}}Description").text = "Domaine de test"
+        etree.SubElement(item, f"{{{NS}}}DNCertificatOperateur").text = entry.dn
+        etree.SubElement(item, f"{{{NS}}}ResponsableContact").text = "01 00 00 00 00, dsi@example.test\n"
+        etree.SubElement(item, f"{{{NS}}}DateMAJ").text = "2026-10-01T08:00:00Z"
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def sign(document: bytes, key_path: Path, cert_paths: Sequence[Path]) -> bytes:
+    """Sign ``document`` as the published list is: enveloped, exc-c14n, RSA-SHA256, URI=""."""
+    root = etree.fromstring(document)
+    signature = xmlsec.template.create(
+        root, xmlsec.constants.TransformExclC14N, xmlsec.constants.TransformRsaSha256, ns="ds"
+    )
+    root.append(signature)
+    reference = xmlsec.template.add_reference(signature, xmlsec.constants.TransformSha256, uri="")
+    xmlsec.template.add_transform(reference, xmlsec.constants.TransformEnveloped)
+    xmlsec.template.add_transform(reference, xmlsec.constants.TransformExclC14N)
+    key_info = xmlsec.template.ensure_key_info(signature)
+    x509_data = xmlsec.template.add_x509_data(key_info)
+    xmlsec.template.x509_data_add_certificate(x509_data)
+    context = xmlsec.SignatureContext()
+    key = xmlsec.Key.from_file(str(key_path), xmlsec.constants.KeyDataFormatPem)
+    key.load_cert_from_file(str(cert_paths[0]), xmlsec.constants.KeyDataFormatPem)
+    context.key = key
+    context.sign(signature)
+    for extra in cert_paths[1:]:
+        cert = x509.load_pem_x509_certificate(Path(extra).read_bytes())
+        element = etree.SubElement(x509_data, f"{{{xmlsec.constants.DSigNs}}}X509Certificate")
+        element.text = _b64(cert.public_bytes(serialization.Encoding.DER))
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def sign_with(document: bytes, leaf_name: str = "trustlist_signer") -> bytes:
+    """Sign with one of the test PKI's leaves (default: the pinned trust-list signer)."""
+    leaf = getattr(pki(), leaf_name)
+    return sign(document, leaf.key, [leaf.cert])
+
+
+def signed_sample() -> bytes:
+    return sign_with(sample_bytes())
+
+
+def foreign_signer(directory: Path) -> tuple[Path, Path]:
+    """A certificate named like the pinned signer, issued by the foreign CA (key, cert)."""
+    authority = pki().foreign_ca
+    ca_cert = x509.load_pem_x509_certificate(authority.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(authority.key.read_bytes(), password=None)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.now(UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "AGENCE DU NUMERIQUE EN SANTE (TEST)"),
+            x509.NameAttribute(NameOID.COMMON_NAME, SIGNER_CN),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    key_path, cert_path = directory / "foreign-signer.key", directory / "foreign-signer.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def replace_text(document: bytes, old: bytes, new: bytes, count: int = 1) -> bytes:
+    assert old in document, old
+    return document.replace(old, new, count)
