@@ -16,13 +16,12 @@ import Milter
 from Milter.testctx import TestCtx
 from prometheus_client import CollectorRegistry
 
-from mssante import mailboxes
 from mssante.milter.adapter import MSSanteMilter
 from mssante.milter.engine import Services
 from mssante.milter.journal import Aggregator, AppendResult, FileJournal, JournalUnavailable
+from mssante.milter.live import LiveViews
 from mssante.milter.metrics import Metrics
 from mssante.milter.policy import Ports, Views
-from mssante.trustlist.index import TrustIndex
 
 LOCAL = "hopital-exemple.mssante.fr"
 PEER = "hopital-sud.mssante.fr"
@@ -63,7 +62,7 @@ def write_trustlist(base: Path, index: Mapping[str, Any] = INDEX, generation: st
     gen.mkdir(parents=True, exist_ok=True)
     (gen / "index.json").write_text(json.dumps(index), encoding="utf-8")
     (gen / "status.json").write_text(
-        json.dumps({"outcome": "updated", "last_success": "2026-11-20T06:00:05Z",
+        json.dumps({"schema": 1, "outcome": "switched", "last_success": "2026-11-20T06:00:05Z",
                     "last_attempt": "2026-11-20T06:00:05Z", "generated": "2026-11-20T06:00:00Z"}),
         encoding="utf-8",
     )  # fmt: skip
@@ -114,6 +113,7 @@ class World:
         self.metrics = Metrics(self.registry)
         self.aggregator = Aggregator(self.journal, 60, self.clock)
         self.views_error: Exception | None = None
+        self.live = LiveViews(self.link, self.boxes, 1.0, self.metrics)
         self.services = Services(
             Ports(25, 587), self.views, self.journal, self.aggregator, self.metrics, "hospital-1", self.clock
         )
@@ -121,7 +121,7 @@ class World:
     def views(self) -> Views:
         if self.views_error is not None:
             raise self.views_error
-        return Views(TrustIndex.load(self.link), mailboxes.load(self.boxes))
+        return self.live()
 
     def records(self) -> list[dict[str, Any]]:
         if not self.journal_path.exists():

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from mssante.journal.records import check_fields
 from mssante.milter.reasons import Reason
 
 
@@ -69,10 +70,14 @@ class FileJournal:
             self._count = 0
 
     def append(self, record: Mapping[str, Any]) -> AppendResult:
+        problems = check_fields(record)
+        if problems:  # the journal owner refuses such a record too
+            raise JournalUnavailable("invalid record: " + "; ".join(problems))
         with self._lock:
             index = self._count
             record_id = f"{self.prefix}-{index:08d}"
-            line = json.dumps({"record_id": record_id, "index": index, **record}, sort_keys=True)
+            stored = {k: v for k, v in record.items() if v is not None}
+            line = json.dumps({"record_id": record_id, "index": index, **stored}, sort_keys=True)
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
                 try:

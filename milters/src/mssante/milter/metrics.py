@@ -25,7 +25,17 @@ STAGES = ("connect", "helo", "envfrom", "envrcpt", "header", "eom", "journal")
 ERROR_STAGES = ("adapter", "policy", "tagging", "journal", "config", "trustlist", "mailboxes")
 MACROS = ("i", "auth_authen", "cert_subject", "tls_version", "daemon_port")
 # Fallback closed list when the trust list package does not export its Outcome enum.
-DEFAULT_OUTCOMES = ("updated", "unchanged", "rejected", "failed")
+DEFAULT_OUTCOMES = (
+    "switched",
+    "unchanged",
+    "refused-parse",
+    "refused-signature",
+    "refused-older",
+    "refused-empty",
+    "refused-shrink",
+    "fetch-failed",
+    "compile-failed",
+)
 
 
 class Metrics:
@@ -62,6 +72,10 @@ class Metrics:
             registry=registry,
         )
         self.mailboxes = Gauge("mssante_mailboxes", "Mailboxes in the mailbox table.", registry=registry)
+        for stage in ERROR_STAGES:
+            self.errors.labels(stage=stage)
+        for macro in MACROS:
+            self.missing_macro.labels(macro=macro)
         build = Gauge("mssante_build_info", "Build information.", ["version"], registry=registry)
         build.labels(version=__version__).set(1)
 
@@ -89,7 +103,7 @@ class Metrics:
 def outcomes() -> tuple[str, ...]:
     """The closed list of trust-list outcomes (the trust list's own enum when it exports one)."""
     try:
-        module = importlib.import_module("mssante.trustlist.status")
+        module = importlib.import_module("mssante.trustlist.model")
     except ImportError:
         return DEFAULT_OUTCOMES
     enum_type = getattr(module, "Outcome", None)
@@ -121,23 +135,24 @@ class TrustlistCollector(Collector):
             index = self._index()
         except Exception:
             index = None
-        if index is not None:
-            entries = list(index.entries())
-            yield GaugeMetricFamily(
-                "mssante_trustlist_entries",
-                "Trust-list entries (domain, certificate).",
-                value=sum(max(len(e.dns), len(e.cns), 1) for e in entries),
-            )
-            yield GaugeMetricFamily("mssante_trustlist_domains", "Trust-list domains.", value=len(entries))
-        yield from self._status(index)
-
-    def _status(self, index: Any) -> Iterator[GaugeMetricFamily]:
         try:
             status = json.loads(self._status_file().read_text(encoding="utf-8"))
         except (OSError, ValueError):
             status = {}
         if not isinstance(status, dict):
             status = {}
+        if index is not None:
+            listed = [e for e in index.entries() if not e.local]
+            entries, domains = status.get("entries"), status.get("domains")
+            if not isinstance(entries, int) or not isinstance(domains, int):
+                entries, domains = sum(max(len(e.dns), 1) for e in listed), len(listed)
+            yield GaugeMetricFamily(
+                "mssante_trustlist_entries", "Trust-list entries (domain, certificate).", value=entries
+            )
+            yield GaugeMetricFamily("mssante_trustlist_domains", "Trust-list domains.", value=domains)
+        yield from self._status(index, status)
+
+    def _status(self, index: Any, status: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
         generated = _timestamp(status.get("generated"))
         if generated is None and index is not None:
             generated = index.generated.timestamp()

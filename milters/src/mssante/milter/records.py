@@ -54,7 +54,7 @@ def refused(
         "queue_id": message.queue_id if message else None,
         "message_id": message.message_id if message else None,
         "mail_from": sender,
-        "rcpts": [{"address": rcpt, "status": "refused"} for rcpt in rcpts],
+        "rcpts": [{"address": rcpt, "status": "refused"} for rcpt in rcpts] or None,
         **_session_fields(session, direction),
         "decision": decision.action.value,
         "reason": decision.reason.value,
