@@ -1,0 +1,93 @@
+"""Filters of the mssante_dovecot role: the Dovecot view of the mailbox table (docs/dovecot.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TYPES = ("PER", "ORG", "APP")
+CA_SETS = ("app", "personal")
+
+
+class ModelError(ValueError):
+    """The inventory cannot be turned into a Dovecot configuration; the message says why."""
+
+
+def _names(mailbox: dict[str, Any], key: str) -> list[str]:
+    values = mailbox.get(key) or []
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise ModelError(f"{mailbox.get('address')}: {key} must be a list of non-empty strings")
+    return values
+
+
+def _check_name(name: str, problems: list[str]) -> None:
+    if any(ch.isspace() or ch in ":*?!" for ch in name) or name.startswith("valid/"):
+        problems.append(f"{name!r}: a Dovecot login name cannot hold spaces, ':', '*', '?' or '!'")
+
+
+def _users(mailboxes: list[dict[str, Any]], mail_root: str) -> tuple[list[dict[str, str]], list[str]]:
+    """userdb entries (address, then owners of PER and CNs of APP mailboxes) and the APP CNs."""
+    homes: dict[str, str] = {}
+    app_cns: list[str] = []
+    for mailbox in mailboxes:
+        homes.setdefault(str(mailbox["address"]).lower(), f"{mail_root}/{str(mailbox['address']).lower()}")
+    for mailbox in mailboxes:
+        home = homes[str(mailbox["address"]).lower()]
+        if mailbox["type"] == "PER":
+            for owner in _names(mailbox, "owners"):
+                homes.setdefault(owner, home)
+        if mailbox["type"] == "APP":
+            for cn in _names(mailbox, "cert_cns"):
+                homes.setdefault(cn, home)
+                app_cns.append(cn)
+    return [{"name": name, "home": home} for name, home in homes.items()], sorted(set(app_cns))
+
+
+def dovecot_model(
+    mailboxes: list[dict[str, Any]],
+    domains: list[str],
+    listeners: list[dict[str, Any]],
+    mail_root: str,
+    last_login_dict: str,
+    transition_users: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Everything the templates need, computed once; raises ModelError listing every problem."""
+    problems: list[str] = []
+    for mailbox in mailboxes:
+        if mailbox.get("type") not in TYPES or "@" not in str(mailbox.get("address", "")):
+            problems.append(f"{mailbox.get('address')!r}: needs an address and a type among {TYPES}")
+    if problems:
+        raise ModelError("; ".join(problems))
+    users, app_cns = _users(mailboxes, mail_root)
+    names = {entry["name"] for entry in users}
+    names.update(owner for m in mailboxes for owner in _names(m, "owners"))
+    names.update(str(u["cn"]) for u in transition_users or [])
+    for name in sorted(names):
+        _check_name(name, problems)
+    blocks: dict[str, str] = {}
+    for listener in listeners:
+        ca_set = listener.get("client_ca")
+        if ca_set not in CA_SETS:
+            problems.append(f"listener {listener.get('name')}: client_ca must be one of {CA_SETS}")
+        elif blocks.setdefault(str(listener["address"]), ca_set) != ca_set:
+            problems.append(f"address {listener['address']}: one address serves one client CA set")
+    if problems:
+        raise ModelError("; ".join(problems))
+    patterns = [f"*@{domain.lower()}" for domain in domains]
+    fields = (
+        "userdb_mail=maildir:~/Maildir userdb_mail_plugins=last_login"
+        f" userdb_last_login_dict=file:{last_login_dict} userdb_last_login_key=last-login/%s/%u"
+    )
+    return {
+        "login_filter": " ".join([*patterns, *sorted(names)]),
+        "users": users,
+        "app_cns": app_cns,
+        "local_blocks": sorted(blocks.items()),
+        "user_fields": fields,
+    }
+
+
+class FilterModule:
+    """Ansible entry point."""
+
+    def filters(self) -> dict[str, Any]:
+        return {"mssante_dovecot_model": dovecot_model}
