@@ -1,0 +1,5 @@
+import sys
+
+from mssante.revocation.cli import main
+
+sys.exit(main())
