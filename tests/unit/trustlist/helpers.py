@@ -6,6 +6,7 @@ Also used by ``tests/bench/bench_trustlist.py`` for the 20,000-entry list.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,8 +40,9 @@ def sample_bytes() -> bytes:
     return SAMPLE.read_bytes()
 
 
+@functools.cache
 def pki() -> Pki:
-    """The shared test PKI (created once, reused by every test run)."""
+    """The shared test PKI (created once, reused by every test run; described once per process)."""
     return ensure_pki(PKI_DIR)
 
 
