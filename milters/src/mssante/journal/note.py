@@ -109,10 +109,14 @@ class SignerKey:
 
 
 def _b64(text: str) -> bytes:
+    """Strict base64: the canonical encoding only (no stray padding bits, so no silent bit flips)."""
     try:
-        return base64.b64decode(text, validate=True)
+        raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise NoteError(f"invalid base64: {text[:20]!r}") from exc
+    if base64.b64encode(raw).decode() != text:
+        raise NoteError(f"non-canonical base64: {text[:20]!r}")
+    return raw
 
 
 @dataclass(frozen=True)

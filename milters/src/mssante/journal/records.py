@@ -19,6 +19,7 @@ MAX_STRING = 2048
 MAX_RCPTS = 1000
 SERVER_FIELDS = frozenset({"v", "type", "seq", "time", "host_id"})
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z\Z")
 
 
@@ -50,7 +51,7 @@ def _string(value: object) -> str | None:
         return "must be a string"
     if len(value) > MAX_STRING:
         return f"longer than {MAX_STRING} characters"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if _CONTROL.search(value):
         return "contains control characters"
     return None
 

@@ -110,7 +110,7 @@ class Store:
                 for number, raw in enumerate(handle, 1):
                     check, _, data = raw.rstrip(b"\n").partition(b" ")
                     leaf = leaf_hash(data)
-                    ok = raw.endswith(b"\n") and check == leaf.hex()[:CHECK_HEX].encode()
+                    ok = raw[-1:] == b"\n" and check == leaf[: CHECK_HEX // 2].hex().encode()
                     yield Line(segment, number, data, leaf, ok)
 
     def checkpoint_files(self) -> list[tuple[int, Path]]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from mssante.journal.note import NoteError, SignedCheckpoint, VerifierKey, parse
 from mssante.journal.store import Store
 
 MAX_PROBLEMS = 50
+_SEQ = re.compile(rb'"seq":(\d+)[,}]')
 
 
 class Finding(enum.StrEnum):
@@ -100,6 +102,8 @@ class _State:
     trusted: VerifierKey | None
     last_good: int = 0
     handovers: set[int] = field(default_factory=set)
+    schema: bool = True
+    unsigned: list[tuple[int, SignedCheckpoint]] = field(default_factory=list)
 
 
 def verify_directory(
@@ -107,11 +111,12 @@ def verify_directory(
     trusted: VerifierKey | None = None,
     external: list[tuple[str, str]] | None = None,
     progress: Progress | None = None,
+    schema: bool = True,
 ) -> Report:
     """Verify the journal in ``directory``; ``external`` are (name, text) checkpoints kept elsewhere."""
     store = Store(directory)
     report = Report()
-    state = _State(report, CompactRange(), [], {}, trusted)
+    state = _State(report, CompactRange(), [], {}, trusted, schema=schema)
     _load_base(store, state)
     _load_checkpoints(store, external or [], state)
     report.first_seq = state.compact.end
@@ -193,20 +198,29 @@ def _check_line(data: bytes, leaf: bytes, check_ok: bool, where: str, state: _St
     report.records += 1
     if not check_ok:
         report.add(Problem(Finding.DAMAGED_RECORD, "stored line does not match its check digits", seq, where))
-    else:
-        try:
-            record = records.parse(data)
-        except records.RecordError as exc:
-            report.add(Problem(Finding.INVALID_RECORD, str(exc), seq, where))
-        else:
-            if record["seq"] != seq:
-                detail = f"holds seq {record['seq']} at position {seq} (missing, duplicated or reordered)"
-                report.add(Problem(Finding.SEQUENCE, detail, seq, where))
-            elif record["type"] == "key":
-                _new_key(record, state)
+    elif state.schema or b'"type":"key"' in data:
+        _check_record(data, seq, where, state)
+    elif (match := _SEQ.search(data)) is None or int(match.group(1)) != seq:
+        found = match.group(1).decode() if match else "none"
+        detail = f"holds seq {found} at position {seq} (missing, duplicated or reordered)"
+        report.add(Problem(Finding.SEQUENCE, detail, seq, where))
     state.compact.append(leaf)
     if state.compact.end in state.checkpoints:
         _check_checkpoints(state.compact.end, state)
+
+
+def _check_record(data: bytes, seq: int, where: str, state: _State) -> None:
+    """The full check of one record: canonical JSON following the schema, in sequence."""
+    try:
+        record = records.parse(data)
+    except records.RecordError as exc:
+        state.report.add(Problem(Finding.INVALID_RECORD, str(exc), seq, where))
+        return
+    if record["seq"] != seq:
+        detail = f"holds seq {record['seq']} at position {seq} (missing, duplicated or reordered)"
+        state.report.add(Problem(Finding.SEQUENCE, detail, seq, where))
+    elif record["type"] == "key":
+        _new_key(record, state)
 
 
 def _new_key(record: dict[str, Any], state: _State) -> None:
@@ -224,6 +238,8 @@ def _check_checkpoints(size: int, state: _State) -> None:
     root = state.compact.root()
     epoch = key_in_force(state.epochs, size)
     for name, note in state.checkpoints.pop(size):
+        if not _check_signature(name, size, note, epoch, state):
+            continue  # an unsigned claim about the root says nothing more
         if note.checkpoint.root != root:
             finding = Finding.INCONSISTENT_CHECKPOINT if not name.endswith(".note") else Finding.ROOT_MISMATCH
             detail = (
@@ -231,37 +247,42 @@ def _check_checkpoints(size: int, state: _State) -> None:
                 f" the checkpoint signed {note.checkpoint.root.hex()}"
             )
             state.report.add(Problem(finding, detail, state.last_good))
-        _check_signature(name, size, note, epoch, state)
     state.report.covered = max(state.report.covered, size)
     if not state.report.problems:
         state.last_good = size
 
 
-def _check_signature(
-    name: str, size: int, note: SignedCheckpoint, epoch: KeyEpoch | None, state: _State
-) -> None:
+def _check_signature(name: str, size: int, note: SignedCheckpoint, epoch: KeyEpoch | None, state: _State) -> bool:
+    """Whether ``note`` is signed by the key in force at ``size`` (and the hand-over by the old key)."""
     if epoch is None:
         state.report.add(Problem(Finding.BAD_SIGNATURE, f"{name}: no key is in force at size {size}"))
-        return
+        return False
     if not note.signed_by(epoch.key):
-        others = [e for e in state.epochs if e is not epoch and note.signed_by(e.key)]
-        finding = Finding.WRONG_KEY if others else Finding.BAD_SIGNATURE
         detail = f"{name}: not signed by key {epoch.key.key_id.hex()} in force at size {size}"
-        state.report.add(Problem(finding, detail))
-    previous = [e for e in state.epochs if e.seq < epoch.seq]
-    if size == epoch.seq + 1 and previous and not note.signed_by(previous[-1].key):
-        detail = f"{name}: hand-over to key {epoch.key.key_id.hex()} not signed by the previous key"
-        state.report.add(Problem(Finding.UNENDORSED_ROTATION, detail, epoch.seq))
+        state.unsigned.append((len(state.report.problems), note))
+        state.report.add(Problem(Finding.BAD_SIGNATURE, detail))
+        return False
     if size == epoch.seq + 1:
+        previous = [e for e in state.epochs if e.seq < epoch.seq]
+        if previous and not note.signed_by(previous[-1].key):
+            detail = f"{name}: hand-over to key {epoch.key.key_id.hex()} not signed by the previous key"
+            state.report.add(Problem(Finding.UNENDORSED_ROTATION, detail, epoch.seq))
+            return False
         state.handovers.add(epoch.seq)
+    return True
 
 
 def _finish(state: _State) -> None:
     report = state.report
+    for position, note in state.unsigned:  # signed, but by a journal key not in force at that size
+        if position < len(report.problems) and any(note.signed_by(e.key) for e in state.epochs):
+            problem = report.problems[position]
+            report.problems[position] = replace(problem, finding=Finding.WRONG_KEY)
     for size, notes in sorted(state.checkpoints.items()):
-        for name, _ in notes:
-            detail = f"{name} covers {size} records, the journal holds {state.compact.end}"
-            report.add(Problem(Finding.TRUNCATED, detail, state.compact.end))
+        for name, note in notes:
+            if _check_signature(name, size, note, key_in_force(state.epochs, size), state):
+                detail = f"{name} covers {size} records, the journal holds {state.compact.end}"
+                report.add(Problem(Finding.TRUNCATED, detail, state.compact.end))
     for epoch in state.epochs[1:]:
         if epoch.seq >= report.first_seq and epoch.seq not in state.handovers:
             detail = f"key {epoch.key.key_id.hex()} introduced without a hand-over checkpoint"
