@@ -23,8 +23,7 @@ ERROR_STAGES = frozenset({"adapter", "policy", "tagging", "journal", "config", "
 DURATION_STAGES = frozenset({"connect", "helo", "envfrom", "envrcpt", "header", "eom", "journal"})
 RECORD_TYPES = frozenset({"accepted", "refused", "refused-aggregate", "delivery", "mdn", "key", "purge"})
 CERTIFICATES = frozenset({"operator", "igc_chain", "trustlist_ca", "personal_chain"})
-# Proposed to the delivery tracker (planned): one count per recipient outcome, plus TLS failures.
-DELIVERY_OUTCOMES = frozenset({"delivered", "deferred", "bounced", "expired", "not_queued", "tls_failed"})
+DELIVERY_OUTCOMES = frozenset({"delivered", "deferred-then-delivered", "bounced", "expired", "not-queued"})
 
 # Label values that come from a closed set defined in code or configuration (a Reason or Outcome enum,
 # the configured CA names, the package version). Pass the actual sets to ``check_exposition`` when
@@ -77,10 +76,16 @@ _SERIES = (
     _s("mssante_journal_last_checkpoint_timestamp_seconds", "gauge", JOURNAL),
     _s("mssante_journal_verify_last_run_timestamp_seconds", "gauge", JOURNAL),
     _s("mssante_journal_verify_ok", "gauge", JOURNAL),
-    _s("mssante_delivery_outcomes_total", "counter", DELIVERY, True, outcome=DELIVERY_OUTCOMES),
-    _s("mssante_delivery_stuck_messages", "gauge", DELIVERY, True),
-    _s("mssante_queue_messages", "gauge", DELIVERY, True),
-    _s("mssante_queue_oldest_message_age_seconds", "gauge", DELIVERY, True),
+    _s("mssante_delivery_outcomes_total", "counter", DELIVERY, outcome=DELIVERY_OUTCOMES),
+    _s("mssante_delivery_stuck_messages", "gauge", DELIVERY),
+    _s("mssante_queue_messages", "gauge", DELIVERY),
+    _s("mssante_queue_oldest_message_age_seconds", "gauge", DELIVERY),
+    # Not in metrics.md: exported by the delivery tracker (journal appends failing, their backlog).
+    _s("mssante_delivery_journal_errors_total", "counter", DELIVERY),
+    _s("mssante_delivery_pending_records", "gauge", DELIVERY),
+    # Not in metrics.md, planned: delivery attempts to trust-space peers that failed in TLS
+    # (handshake, certificate verification, CN match). Asked of the delivery tracker.
+    _s("mssante_delivery_tls_failures_total", "counter", DELIVERY, True),
     _s("mssante_certificate_not_after_timestamp_seconds", "gauge", CERTCHECK, certificate=CERTIFICATES),
     _s("mssante_crl_next_update_timestamp_seconds", "gauge", CERTCHECK, ca=DYNAMIC),
     _s("mssante_crl_last_refresh_timestamp_seconds", "gauge", CERTCHECK, ca=DYNAMIC),
@@ -177,3 +182,23 @@ def check_exposition(text: str, dynamic: Mapping[str, Collection[str]] | None = 
             if series is not None:
                 problems += _check_sample(sample.name, sample.labels, series, dynamic)
     return problems
+
+
+# PromQL words that are not metric names.
+_PROMQL_KEYWORDS = frozenset(
+    {"and", "or", "unless", "offset", "bool", "by", "without", "on", "ignoring", "group_left", "group_right"}
+    | {"inf", "nan", "Inf", "NaN"}
+)
+_STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|`[^`]*`")
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_IDENTIFIER = re.compile(r"(?<![\w.$:])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:]|\s*\()")
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (functions, keywords, labels and strings removed)."""
+    text = _STRING.sub('""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers (and Grafana ${var} after strings went)
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # range and subquery durations
+    text = _GROUPING.sub(" ", text)
+    text = re.sub(r"\$\w+", " ", text)  # Grafana variables outside matchers
+    return {name for name in _IDENTIFIER.findall(text) if name not in _PROMQL_KEYWORDS}
