@@ -181,7 +181,8 @@ class Journal:
         """Remove whole segments older than the limit, keep the boundary, record the purge."""
         cutoff = ((today or datetime.now(UTC)) - timedelta(days=older_than_days)).strftime("%Y-%m-%d")
         segments = self.store.segments()
-        doomed = [s for s, nxt in zip(segments, segments[1:], strict=False) if nxt.day < cutoff]
+        doomed = [s for s in segments[:-1] if s.day < cutoff]  # a segment holds one UTC day
+        doomed = doomed[: next((i for i, s in enumerate(segments) if s.day >= cutoff), len(doomed))]
         if not doomed:
             return None
         self.checkpoint()

@@ -120,6 +120,8 @@ def verify_directory(
     _load_base(store, state)
     _load_checkpoints(store, external or [], state)
     report.first_seq = state.compact.end
+    if state.compact.end in state.checkpoints:  # the checkpoint kept at a purge boundary
+        _check_checkpoints(state.compact.end, state)
     for line in store.lines():
         _check_line(line.data, line.leaf, line.check_ok, f"{line.segment.path.name}:{line.number}", state)
         if progress and report.records % 65536 == 0:
