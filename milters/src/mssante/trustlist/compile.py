@@ -101,6 +101,9 @@ def private_postfix_config(out_dir: Path) -> Path:
     main_cf = directory / "main.cf"
     if not main_cf.exists() or main_cf.read_text(encoding="utf-8") != PRIVATE_MAIN_CF:
         main_cf.write_text(PRIVATE_MAIN_CF, encoding="utf-8")
+        # Postfix waits for a configuration file written in the current second to settle: backdate it.
+        past = datetime.now(UTC).timestamp() - 60
+        os.utime(main_cf, (past, past))
     return directory
 
 
