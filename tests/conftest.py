@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-
-from mssante.lab.pki import Leaf, Pki, ensure_pki
 from tests.support.common import LOCAL, Runner, free_port, make_base_dir, random_loopback, remove_base_dir
 from tests.support.dovecot import DovecotInstance
 from tests.support.hosts import HostNetwork, TestHost
 from tests.support.postfix import PostfixInstance
 from tests.support.sink import Sink
+
+from mssante.lab.pki import Leaf, Pki, ensure_pki
 
 REPO = Path(__file__).resolve().parent.parent
 PKI_DIR_ENV = "MSSANTE_TEST_PKI_DIR"
