@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import ipaddress
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lxml import etree
 
 from mssante.lab.pki import Pki, ensure_pki
@@ -148,6 +149,40 @@ def foreign_signer(directory: Path) -> tuple[Path, Path]:
     )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
+
+
+def issue_server_cert(directory: Path, authority_name: str, address: str) -> tuple[Path, Path]:
+    """A TLS server certificate for IP ``address`` issued by one of the test PKI's CAs (cert, key)."""
+    authority = getattr(pki(), authority_name)
+    ca_cert = x509.load_pem_x509_certificate(authority.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(authority.key.read_bytes(), password=None)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    key_path, cert_path = (
+        directory / f"server-{authority_name}.key",
+        directory / f"server-{authority_name}.pem",
+    )
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    chain = cert.public_bytes(serialization.Encoding.PEM) + authority.cert.read_bytes()
+    cert_path.write_bytes(chain)
+    return cert_path, key_path
 
 
 def replace_text(document: bytes, old: bytes, new: bytes, count: int = 1) -> bytes:

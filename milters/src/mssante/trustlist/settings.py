@@ -43,7 +43,9 @@ class Settings:
             found.append("a signature is required but no CA is configured (--ca or trustlist.ca_file)")
         if self.require_signature and not self.signer:
             found.append("a signature is required but no signer is pinned (--signer or trustlist.signer)")
-        if self.source and self.source.startswith("https://") and self.ca_file is None:
+        if self.source and self.source.lower().startswith("http://"):
+            found.append("plain http is not allowed for the trust list: use https")
+        if self.source and self.source.lower().startswith("https://") and self.ca_file is None:
             found.append("an https source needs a CA bundle (--ca or trustlist.ca_file)")
         for domain in self.local_domains:
             try:
