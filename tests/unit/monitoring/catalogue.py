@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 MILTER, JOURNAL, CERTCHECK, DELIVERY = "milter", "journal", "certcheck", "delivery"
+REVOCATION = "revocation"
 
 DIRECTIONS = frozenset({"inbound", "outbound", "unknown"})
 DECISIONS = frozenset({"accept", "refuse", "tempfail"})
@@ -90,6 +91,10 @@ _SERIES = (
     _s("mssante_crl_next_update_timestamp_seconds", "gauge", CERTCHECK, ca=DYNAMIC),
     _s("mssante_crl_last_refresh_timestamp_seconds", "gauge", CERTCHECK, ca=DYNAMIC),
     _s("mssante_crl_valid", "gauge", CERTCHECK, ca=DYNAMIC),
+    # Not in metrics.md: written by mssante-revocation to its textfile (docs/revocation.md).
+    _s("mssante_revocation_learned_certificates", "gauge", REVOCATION),
+    _s("mssante_revocation_denied_certificates", "gauge", REVOCATION),
+    _s("mssante_revocation_listed_peers_revoked", "gauge", REVOCATION),
     # Not in metrics.md: added by the monitoring pack so that a checker that stopped running is seen.
     _s("mssante_certcheck_last_run_timestamp_seconds", "gauge", CERTCHECK),
 )  # fmt: skip
