@@ -326,3 +326,11 @@ def test_msg4_forged_tagging_headers_removed_mss_headers_untouched(tmp_path: Pat
     assert calls == [("X-MSSante-Trace", 2, ""), ("x-mssante-verdict", 1, ""), ("X-MSSante-Trace", 1, "")]
     assert ctx._msg.get_all("X-MSSante-Trace") == [f"{world.records()[0]['record_id']}; host=hospital-1"]
     assert ctx._msg["X-MSS-NIL"] == "1" and ctx._msg["X-MSS-INS"] == "O"
+
+
+def test_reply_sentences_are_ascii() -> None:
+    """SMTP replies are ASCII (RFC 5321): every sentence can be sent as it is."""
+    from mssante.milter.reasons import SENTENCES  # noqa: PLC0415
+
+    assert set(SENTENCES) == set(Reason)
+    assert all(text.isascii() and "%" not in text for text in SENTENCES.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from mssante.milter import postfix_settings
 from mssante.milter.cli import libmilter_socket
 
 ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "milters" / "src")}
 
 
 def test_auth3_mailbox_lookup_domain_case_insensitive_local_part_exact(tmp_path: Path) -> None:
@@ -98,6 +100,7 @@ def test_check_config_lists_every_problem(tmp_path: Path) -> None:
         check=False,
         capture_output=True,
         text=True,
+        env=ENV,
     )
     assert run.returncode == 1
     for key in ("milter.socket", "milter.peer_port", "milter.submission_port", "milter.metrics_listen",
@@ -105,7 +108,7 @@ def test_check_config_lists_every_problem(tmp_path: Path) -> None:
         assert key in run.stderr
     good = _config(tmp_path, {"socket": "inet:127.0.0.1:8891"})
     command = [sys.executable, "-m", "mssante.milter", "check-config", str(good)]
-    run = subprocess.run(command, check=False, capture_output=True)
+    run = subprocess.run(command, check=False, capture_output=True, env=ENV)
     assert run.returncode == 0, run.stderr
 
 
@@ -157,6 +160,6 @@ def test_auth3_mailbox_table_change_picked_up_bad_file_keeps_last_good(tmp_path:
 
 def test_cli_runs_as_module(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "mssante.milter", "postfix-settings", "--socket", "inet:127.0.0.1:1"]
-    run = subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, env=ENV)
     assert run.returncode == 0
     assert "smtpd_milters = { inet:127.0.0.1:1," in run.stdout

@@ -54,20 +54,20 @@ class Reason(enum.Enum):
 
 
 SENTENCES: dict[Reason, str] = {
-    Reason.ACCEPTED: "Message accepted into the MSSanté trust space.",
-    Reason.TLS_REQUIRED: "MSSanté mail must travel over TLS 1.2 or later.",
-    Reason.PEER_CERT_MISSING: "The peer presented no certificate verified against the IGC-Santé chain.",
-    Reason.SENDER_DOMAIN_NOT_LISTED: "The sender's domain is not in the MSSanté trust space.",
+    Reason.ACCEPTED: "Message accepted into the MSSante trust space.",
+    Reason.TLS_REQUIRED: "MSSante mail must travel over TLS 1.2 or later.",
+    Reason.PEER_CERT_MISSING: "The peer presented no certificate verified against the IGC-Sante chain.",
+    Reason.SENDER_DOMAIN_NOT_LISTED: "The sender's domain is not in the MSSante trust space.",
     Reason.SENDER_DOMAIN_LOCAL: "A peer operator may not send as one of this operator's own domains.",
     Reason.PEER_CN_NOT_LISTED_FOR_DOMAIN: "The peer certificate is not one listed for the sender's domain.",
-    Reason.PEER_CN_NOT_LISTED: "The peer certificate is not listed on the MSSanté trust list.",
-    Reason.RECIPIENT_NOT_LOCAL: "This operator only accepts mail for its own MSSanté mailboxes.",
-    Reason.RECIPIENT_UNKNOWN: "There is no such MSSanté mailbox here.",
+    Reason.PEER_CN_NOT_LISTED: "The peer certificate is not listed on the MSSante trust list.",
+    Reason.RECIPIENT_NOT_LOCAL: "This operator only accepts mail for its own MSSante mailboxes.",
+    Reason.RECIPIENT_UNKNOWN: "There is no such MSSante mailbox here.",
     Reason.NOT_AUTHENTICATED: "Sending requires a login or a known application certificate.",
-    Reason.SENDER_NOT_MAILBOX: "The sender address is not an MSSanté mailbox of this operator.",
+    Reason.SENDER_NOT_MAILBOX: "The sender address is not an MSSante mailbox of this operator.",
     Reason.SENDER_NOT_OWNED: "The authenticated identity may not send as this mailbox.",
-    Reason.RECIPIENT_NOT_IN_TRUST_SPACE: "The recipient's domain is not in the MSSanté trust space.",
-    Reason.UNKNOWN_LISTENER: "This listener does not carry MSSanté mail.",
+    Reason.RECIPIENT_NOT_IN_TRUST_SPACE: "The recipient's domain is not in the MSSante trust space.",
+    Reason.UNKNOWN_LISTENER: "This listener does not carry MSSante mail.",
     Reason.BAD_ADDRESS: "The address is not a valid mail address.",
     Reason.REJECTED_BY_MTA: "The mail server itself rejected this recipient.",
     Reason.LINE_TOO_LONG: "A body line is longer than 998 octets; it would be altered in transit.",
@@ -77,6 +77,7 @@ SENTENCES: dict[Reason, str] = {
     Reason.INTERNAL_ERROR: "Temporary internal failure; please retry later.",
 }
 
+# SMTP replies are ASCII: the sentences spell "MSSante" and "IGC-Sante" without the accent.
 CONTENT_REASONS = frozenset({Reason.LINE_TOO_LONG})
 FAULT_REASONS = frozenset(
     {Reason.MISSING_MACRO, Reason.TRUSTLIST_UNAVAILABLE, Reason.JOURNAL_UNAVAILABLE, Reason.INTERNAL_ERROR}

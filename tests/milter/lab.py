@@ -1,0 +1,233 @@
+"""A real MSSanté-style Postfix instance with the real milter process behind it (process-level tests).
+
+Postfix is configured from ``postfix_settings.yml`` (the same data the Postfix role consumes), with
+the test PKI: port "25" (a random port, ``peer_port``) asks for a client certificate verified against
+the IGC-like chain only; port "587" (``submission_port``) permits relaying for SASL logins (a
+test-only Dovecot passwd-file) and verified application certificates. Every accepted message, whatever
+its domain, goes to an aiosmtpd sink: routing does not hide the milter's decisions from the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.milter.harness import write_mailboxes, write_trustlist
+from tests.support.common import free_port, make_base_dir, random_loopback, remove_base_dir, wait_until
+from tests.support.dovecot import DovecotInstance, dovecot_settings_for_postfix
+from tests.support.postfix import PostfixInstance
+from tests.support.sink import Received, Sink
+from tests.support.smtpclient import TlsOptions, Transcript, send
+
+from mssante.lab.pki import Leaf, Pki, ensure_pki
+from mssante.milter import postfix_settings
+
+REPO = Path(__file__).resolve().parents[2]
+USERS = {"dr.martin": "secret-martin", "sec1": "secret-sec1"}  # test-only SASL logins
+HOST_PYTHON = "/usr/bin/python3"  # the host runtime (design.md): the milter runs on Debian's packages
+
+
+def trust_index(pki: Pki) -> dict[str, Any]:
+    def entry(leaf: Leaf, local: bool = False) -> dict[str, Any]:
+        return {"u_label": leaf.domain, "cns": [leaf.cn], "dns": [f"CN={leaf.cn}"], "local": local}
+
+    domains = {str(pki.peer.domain): entry(pki.peer), str(pki.other.domain): entry(pki.other)}
+    domains[str(pki.hospital.domain)] = entry(pki.hospital, local=True)
+    return {"schema": 1, "generated": "2026-11-20T06:00:00Z", "source_sha256": "0" * 64, "domains": domains}
+
+
+def mailbox_table(pki: Pki) -> dict[str, Any]:
+    local = pki.hospital.domain
+
+    def box(name: str, kind: str, owners: list[str], cns: list[str] | None = None) -> dict[str, Any]:
+        return {"address": f"{name}@{local}", "type": kind, "owners": owners, "cert_cns": cns or []}
+
+    boxes = [
+        box("dr.martin", "PER", ["dr.martin"]),
+        box("secretariat", "ORG", ["dr.martin", "sec1"]),
+        box("dpi", "APP", ["dpi-app"], [pki.dpi.cn]),
+    ]
+    return {"schema": 1, "mailboxes": boxes}
+
+
+@dataclass
+class MilterLab:
+    base: Path
+    pki: Pki
+    address: str = field(default_factory=random_loopback)
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.peer_port = free_port(self.address)
+        self.submission_port = free_port(self.address)
+        self.metrics_port = free_port(self.address)
+        self.socket = self.base / "milter" / "milter.sock"
+        self.socket.parent.mkdir(mode=0o755)
+        self.journal = self.base / "journal.jsonl"
+        self.milter_log = self.base / "milter.log"
+        self.local = str(self.pki.hospital.domain)
+        self.peer = str(self.pki.peer.domain)
+        self.other = str(self.pki.other.domain)
+        sink_address = random_loopback()
+        self.sink = Sink(sink_address, free_port(sink_address))
+
+    # ---- setup ----------------------------------------------------------------------------------
+    def write_config(self) -> Path:
+        write_trustlist(self.base / "trustlist", trust_index(self.pki))
+        write_mailboxes(self.base / "mailboxes.json", mailbox_table(self.pki))
+        config = {
+            "schema": 1,
+            "host_id": "test-hospital",
+            "mailboxes_file": str(self.base / "mailboxes.json"),
+            "trustlist": {"out_dir": str(self.base / "trustlist")},
+            "journal": {"socket": str(self.base / "journal.sock")},
+            "milter": {
+                "socket": f"unix:{self.socket}",
+                "peer_port": self.peer_port,
+                "submission_port": self.submission_port,
+                "metrics_listen": f"{self.address}:{self.metrics_port}",
+                "journal_file": str(self.journal),
+                "socket_umask": "0000",
+                "aggregate_window_seconds": 1,
+                "reload_interval_seconds": 0.2,
+            },
+        }
+        path = self.base / "mssante.yml"
+        path.write_text(json.dumps(config, indent=1), encoding="utf-8")
+        return path
+
+    def postfix_settings(self, postfix: PostfixInstance) -> dict[str, str]:
+        pki = self.pki
+        sink = f"smtp:{self.sink.hostport}"
+        transport = postfix.write_map("transport", {d: sink for d in (self.local, self.peer, self.other)})
+        recipients = postfix.write_map(
+            "relay_recipients", {b["address"]: "OK" for b in mailbox_table(pki)["mailboxes"]}
+        )
+        return {
+            **postfix_settings.render(f"unix:{self.socket}"),
+            "smtpd_tls_cert_file": str(pki.hospital.fullchain),
+            "smtpd_tls_key_file": str(pki.hospital.key),
+            "smtpd_tls_CAfile": str(pki.chain),
+            "smtpd_tls_CApath": "",
+            "smtpd_tls_security_level": "encrypt",
+            "smtpd_tls_ask_ccert": "yes",
+            "smtpd_tls_mandatory_protocols": ">=TLSv1.2",
+            "smtpd_tls_protocols": ">=TLSv1.2",
+            "smtpd_forbid_bare_newline": "reject",
+            "relay_domains": self.local,
+            "relay_recipient_maps": recipients,
+            "transport_maps": transport,
+            # Production routes other domains to an error: transport (Postfix refuses them itself); here
+            # they reach the sink, so that a test sees the milter's own refusal and what would leak.
+            "default_transport": sink,
+            "smtpd_relay_restrictions": "reject_unauth_destination",
+            "smtp_tls_security_level": "none",
+            "enable_long_queue_ids": "yes",
+            "disable_mime_output_conversion": "yes",
+        }
+
+    def start(self) -> MilterLab:
+        self.dovecot = DovecotInstance(
+            "sasl", self.address, free_port(self.address), free_port(self.address), self.base / "dovecot",
+            cert=self.pki.hospital.fullchain, key=self.pki.hospital.key, users=dict(USERS),
+        )  # fmt: skip
+        self.dovecot.start()
+        self.sink.start()
+        self.config = self.write_config()
+        self.start_milter()
+        postfix = PostfixInstance.create(
+            self.base / "postfix", "mssante", address=self.address, port=self.peer_port
+        )
+        self.postfix = postfix
+        postfix.postconf(self.postfix_settings(postfix))
+        postfix.postconf(dovecot_settings_for_postfix(self.dovecot))
+        relay = "permit_sasl_authenticated,permit_tls_all_clientcerts,reject"
+        self.postfix.add_smtpd_listener(self.submission_port, {"smtpd_relay_restrictions": relay})
+        shutil.chown(postfix.data_dir, "postfix")  # Postfix's data directory belongs to mail_owner
+        self.postfix.start()
+        return self
+
+    def start_milter(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO / "milters" / "src")}
+        command = [HOST_PYTHON, "-m", "mssante.milter", "run", "--config", str(self.config)]
+        self.socket.unlink(missing_ok=True)  # a killed milter leaves its socket behind
+        with self.milter_log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.base
+            )
+        wait_until(lambda: self.socket.exists() or self.process.poll() is not None, 20, "milter socket")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"milter exited: {self.milter_log.read_text()}")
+
+    def stop_milter(self, sig: int = signal.SIGTERM) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+    def stop(self) -> None:
+        try:
+            if hasattr(self, "postfix"):
+                self.postfix.stop()
+        finally:
+            self.stop_milter()
+            self.sink.stop()
+            if hasattr(self, "dovecot"):
+                self.dovecot.stop()
+
+    # ---- use ------------------------------------------------------------------------------------
+    def send(
+        self,
+        port: int,
+        sender: str,
+        recipients: list[str],
+        message: bytes,
+        *,
+        cert: Leaf | None = None,
+        login: str | None = None,
+    ) -> Transcript:
+        """One SMTP transaction over STARTTLS, with ``cert`` as client certificate and/or a SASL login."""
+        tls = TlsOptions(
+            cert=cert.fullchain if cert else None, key=cert.key if cert else None, ca_file=self.pki.chain
+        )
+        auth = (login, USERS[login]) if login else None
+        return send(
+            self.address, port, sender=sender, recipients=recipients, message=message, tls=tls, auth=auth
+        )
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.journal.exists():
+            return []
+        return [json.loads(line) for line in self.journal.read_text(encoding="utf-8").splitlines()]
+
+    def received(self, message_id: str) -> list[Received]:
+        with self.sink.lock:
+            return [m for m in self.sink.messages if message_id.encode() in m.data]
+
+
+def start_lab() -> MilterLab:
+    base = make_base_dir("milter-e2e")
+    try:
+        pki = ensure_pki(base / "pki")
+        return MilterLab(base, pki).start()
+    except BaseException:
+        remove_base_dir(base)
+        raise
+
+
+def stop_lab(lab: MilterLab) -> None:
+    try:
+        lab.stop()
+    finally:
+        remove_base_dir(lab.base)
