@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
+import functools
 import imaplib
+import importlib.util
 import json
 import os
 import random
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import pytest
 
 from mssante.lab.pki import Pki, ensure_pki
 
@@ -44,7 +44,9 @@ WAIT_SECONDS = 20.0
 
 
 def _load_filter() -> Callable[..., dict[str, Any]]:
-    spec = importlib.util.spec_from_file_location("mssante_dovecot_filters", ROLE / "filter_plugins" / "mssante_dovecot.py")
+    spec = importlib.util.spec_from_file_location(
+        "mssante_dovecot_filters", ROLE / "filter_plugins" / "mssante_dovecot.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -70,8 +72,20 @@ def mailboxes(pki: Pki) -> list[dict[str, Any]]:
 def role_vars(base: Path, pki: Pki, addresses: dict[str, str], introspection_url: str) -> dict[str, Any]:
     """The role's variables for this test host (the same names as roles/mssante_dovecot/defaults)."""
     listeners = [
-        {"name": "mssante_app_imap", "address": addresses["app"], "port": 143, "tls": "starttls", "client_ca": "app"},
-        {"name": "mssante_app_imaps", "address": addresses["app"], "port": 993, "tls": "implicit", "client_ca": "app"},
+        {
+            "name": "mssante_app_imap",
+            "address": addresses["app"],
+            "port": 143,
+            "tls": "starttls",
+            "client_ca": "app",
+        },
+        {
+            "name": "mssante_app_imaps",
+            "address": addresses["app"],
+            "port": 993,
+            "tls": "implicit",
+            "client_ca": "app",
+        },
         {
             "name": "mssante_personal_imap",
             "address": addresses["personal"],
@@ -82,7 +96,9 @@ def role_vars(base: Path, pki: Pki, addresses: dict[str, str], introspection_url
     ]
     transition = [{"cn": PERSON, "password_hash": _crypt(PERSON_PASSWORD)}]
     mail_root = str(base / "vmail")
-    model = dovecot_model(mailboxes(pki), [DOMAIN], listeners, mail_root, f"{mail_root}/last-login.dict", transition)
+    model = dovecot_model(
+        mailboxes(pki), [DOMAIN], listeners, mail_root, f"{mail_root}/last-login.dict", transition
+    )
     return {
         "mssante_dovecot_model": model,
         "mssante_dovecot_mssante_dir": str(base / "etc/dovecot/mssante"),
@@ -170,9 +186,17 @@ mail_privileged_group = mail
 ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
+# A legacy ordinary listener that still accepts TLS 1.0/1.1: the control of the TLS-1 refusal test.
 ssl_min_protocol = TLSv1
+ssl_cipher_list = DEFAULT:@SECLEVEL=0
 """,
     "10-logging.conf": "auth_verbose = no\n",
+    # Ordinary deliveries run a per-user plugin (here mail_log; on a real host often Pigeonhole's sieve,
+    # not installed here). MSSanté mailboxes get their own explicit plugin list, so neither runs for them.
+    "20-lmtp.conf": (
+        "protocol lmtp {{\n  mail_plugins = $mail_plugins notify mail_log\n}}\n"
+        "plugin {{\n  mail_log_events = save\n  mail_log_fields = uid box msgid\n}}\n"
+    ),
 }
 
 
@@ -206,10 +230,14 @@ class DovecotHost:
         tmp.replace(self.tokens_file)
 
     def doveconf(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["doveconf", "-c", str(self.config), *args], capture_output=True, text=True)
+        return subprocess.run(
+            ["doveconf", "-c", str(self.config), *args], check=False, capture_output=True, text=True
+        )
 
     def doveadm(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["doveadm", "-c", str(self.config), *args], capture_output=True, text=True)
+        return subprocess.run(
+            ["doveadm", "-c", str(self.config), *args], check=False, capture_output=True, text=True
+        )
 
     def reload(self) -> None:
         out = self.doveadm("reload")
@@ -229,7 +257,10 @@ def _write_ca_bundles(host_etc: Path, pki: Pki) -> None:
     """ca-<set>.pem: the CA certificates of one client-certificate CA set followed by their CRLs."""
     mssante = host_etc / "mssante"
     mssante.mkdir(parents=True, exist_ok=True)
-    sets = {"app": (pki.chain, [pki.intermediate.crl, pki.root.crl]), "personal": (pki.personal_chain, [pki.personal_ca.crl, pki.root.crl])}
+    sets = {
+        "app": (pki.chain, [pki.intermediate.crl, pki.root.crl]),
+        "personal": (pki.personal_chain, [pki.personal_ca.crl, pki.root.crl]),
+    }
     for name, (chain, crls) in sets.items():
         data = chain.read_bytes() + b"".join(crl.read_bytes() for crl in crls)
         (mssante / f"ca-{name}.pem").write_bytes(data)
@@ -250,7 +281,17 @@ def _start_introspection(base: Path, address: str, tokens: Path) -> tuple[subpro
     ready = base / "introspect.ready"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "milters" / "src"))
     process = subprocess.Popen(
-        [sys.executable, "-m", "mssante.oauth.introspect", "--listen", f"{address}:0", "--tokens", str(tokens), "--ready-file", str(ready)],
+        [
+            sys.executable,
+            "-m",
+            "mssante.oauth.introspect",
+            "--listen",
+            f"{address}:0",
+            "--tokens",
+            str(tokens),
+            "--ready-file",
+            str(ready),
+        ],
         env=env,
     )
     deadline = time.monotonic() + WAIT_SECONDS
@@ -274,7 +315,9 @@ def build_host(base: Path, pki: Pki) -> DovecotHost:
     for sub in ("ordinary", "vmail"):
         os.chown(base / sub, MAIL_UID, MAIL_UID)
     tag = base.name.replace("_", "-")
-    (etc / "dovecot.conf").write_text(ORDINARY_DOVECOT_CONF.format(listen=addresses["ordinary"], base=base, tag=tag))
+    (etc / "dovecot.conf").write_text(
+        ORDINARY_DOVECOT_CONF.format(listen=addresses["ordinary"], base=base, tag=tag)
+    )
     fmt = {"base": base, "uid": MAIL_UID, "cert": pki.other.fullchain, "key": pki.other.key}
     for name, text in ORDINARY_CONF_D.items():
         (etc / "conf.d" / name).write_text(text.format(**fmt))
@@ -299,7 +342,11 @@ def start(host: DovecotHost) -> None:
     check = host.doveconf("-n")
     assert check.returncode == 0, check.stderr
     host.process = subprocess.Popen(["dovecot", "-F", "-c", str(host.config)])
-    for address, port in ((host.addresses["ordinary"], 143), (host.addresses["app"], 143), (host.addresses["personal"], 143)):
+    for address, port in (
+        (host.addresses["ordinary"], 143),
+        (host.addresses["app"], 143),
+        (host.addresses["personal"], 143),
+    ):
         _wait_port(address, port, host.process, lambda: host.log)
 
 
@@ -314,8 +361,9 @@ def stop(host: DovecotHost) -> None:
                 process.wait()
 
 
-@pytest.fixture(scope="session")
-def dovecot_pki() -> Pki:
+@functools.lru_cache(maxsize=1)
+def shared_pki() -> Pki:
+    """The shared test PKI (idempotent and locked, so parallel runs may share the directory)."""
     base = Path("/var/tmp/mssante-test-pki")
     base.mkdir(mode=0o755, exist_ok=True)
     return ensure_pki(base)
@@ -336,12 +384,6 @@ def running_host(pki: Pki, *, with_role: bool = True) -> Iterator[DovecotHost]:
         stop(host)
         if os.environ.get("MSSANTE_KEEP_TEST_DIRS") != "1":
             shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def dovecot_host(dovecot_pki: Pki) -> Iterator[DovecotHost]:
-    with running_host(dovecot_pki) as host:
-        yield host
 
 
 # ----------------------------------------------------------------------------------------------------
