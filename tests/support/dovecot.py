@@ -79,6 +79,7 @@ ssl_key = <{self.key}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
+auth_failure_delay = 0  # tests: refusals answer at once
 postmaster_address = postmaster@{self.name}.test
 hostname = {self.name}.test
 mail_location = maildir:~/Maildir
