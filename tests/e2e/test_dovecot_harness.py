@@ -132,15 +132,27 @@ def _crypt(password: str) -> str:
     return out.stdout.strip()
 
 
-def render_role(variables: dict[str, Any], dest_root: Path) -> list[Path]:
-    """Render every role template under ``dest_root`` (templates mirror host paths)."""
-    env = jinja2.Environment(
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(ROLE / "templates")),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
+
+def render_template(relative: str, variables: dict[str, Any], target: Path, mode: int = 0o644) -> Path:
+    """Render one role template (path relative to templates/, without .j2) to ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(_environment().get_template(relative + ".j2").render(**variables), encoding="utf-8")
+    target.chmod(mode)
+    return target
+
+
+def render_role(variables: dict[str, Any], dest_root: Path) -> list[Path]:
+    """Render every role template under ``dest_root`` (templates mirror host paths)."""
+    env = _environment()
     written = []
     for template in sorted((ROLE / "templates" / "etc/dovecot").rglob("*.j2")):
         relative = template.relative_to(ROLE / "templates")
