@@ -199,3 +199,39 @@ def test_fail_closed_milter_down_postfix_answers_4xx_and_accepts_nothing(lab: Mi
     t = lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.peer)
     assert t.delivered, t
     wait_until(lambda: lab.received(msgid), 20, "control delivery")
+
+
+def test_trace1_anonymous_refusals_journaled_as_one_aggregate_per_window(lab: MilterLab) -> None:
+    """TRACE-1: refusals of clients without a verified certificate become refused-aggregate records."""
+    sender, rcpt = f"dr.durand@{lab.peer}", f"dr.martin@{lab.local}"
+    for _ in range(3):
+        _, raw = message(sender, rcpt)
+        t = lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.impostor)
+        assert t.mail is not None and t.mail.code == 550 and "journal aggregate" in t.mail.text
+
+    def aggregates() -> list[dict[str, object]]:
+        found = [
+            r
+            for r in lab.records()
+            if r["type"] == "refused-aggregate" and r["reason"] == "peer-cert-missing"
+        ]
+        return found if sum(int(str(r["count"])) for r in found) >= 3 else []
+
+    assert wait_until(aggregates, 30, "refused-aggregate records")
+    assert not [r for r in lab.records() if r["type"] == "refused" and r.get("reason") == "peer-cert-missing"]
+
+
+def test_trace2_journal_down_defers_the_message_and_accepts_nothing(lab: MilterLab) -> None:
+    """Fail closed: without a durable accepted record the message is deferred (451); control after."""
+    sender, rcpt = f"dr.durand@{lab.peer}", f"dr.martin@{lab.local}"
+    lab.stop_journal()
+    try:
+        msgid, raw = message(sender, rcpt)
+        t = lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.peer)
+        assert t.data is not None and t.data.code == 451 and "(reason journal-unavailable" in t.data.text, t
+        assert lab.postfix.queue_ids() == [] and not lab.received(msgid)
+    finally:
+        lab.start_journal()
+    msgid, raw = message(sender, rcpt)
+    t = lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.peer)
+    assert t.delivered, t

@@ -31,6 +31,7 @@ from mssante.milter import postfix_settings
 REPO = Path(__file__).resolve().parents[2]
 USERS = {"dr.martin": "secret-martin", "sec1": "secret-sec1"}  # test-only SASL logins
 HOST_PYTHON = "/usr/bin/python3"  # the host runtime (design.md): the milter runs on Debian's packages
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "milters" / "src")}
 
 
 def trust_index(pki: Pki) -> dict[str, Any]:
@@ -69,7 +70,8 @@ class MilterLab:
         self.metrics_port = free_port(self.address)
         self.socket = self.base / "milter" / "milter.sock"
         self.socket.parent.mkdir(mode=0o755)
-        self.journal = self.base / "journal.jsonl"
+        self.journal_socket = self.base / "journal.sock"
+        self.journal_process: subprocess.Popen[bytes] | None = None
         self.milter_log = self.base / "milter.log"
         self.local = str(self.pki.hospital.domain)
         self.peer = str(self.pki.peer.domain)
@@ -86,13 +88,19 @@ class MilterLab:
             "host_id": "test-hospital",
             "mailboxes_file": str(self.base / "mailboxes.json"),
             "trustlist": {"out_dir": str(self.base / "trustlist")},
-            "journal": {"socket": str(self.base / "journal.sock")},
+            "journal": {
+                "dir": str(self.base / "journal"),
+                "socket": str(self.journal_socket),
+                "signing_key": str(self.base / "journal-keys" / "signing.key"),
+                "public_key": str(self.base / "journal-keys" / "signing.pub"),
+                "metrics_listen": None,
+                "checkpoint_interval_seconds": 3600,
+            },
             "milter": {
                 "socket": f"unix:{self.socket}",
                 "peer_port": self.peer_port,
                 "submission_port": self.submission_port,
                 "metrics_listen": f"{self.address}:{self.metrics_port}",
-                "journal_file": str(self.journal),
                 "socket_umask": "0000",
                 "aggregate_window_seconds": 1,
                 "reload_interval_seconds": 0.2,
@@ -140,6 +148,8 @@ class MilterLab:
         self.dovecot.start()
         self.sink.start()
         self.config = self.write_config()
+        self.python(["-m", "mssante.journal", "keygen", "--config", str(self.config)])
+        self.start_journal()
         self.start_milter()
         postfix = PostfixInstance.create(
             self.base / "postfix", "mssante", address=self.address, port=self.peer_port
@@ -153,28 +163,41 @@ class MilterLab:
         self.postfix.start()
         return self
 
-    def start_milter(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO / "milters" / "src")}
-        command = [HOST_PYTHON, "-m", "mssante.milter", "run", "--config", str(self.config)]
-        self.socket.unlink(missing_ok=True)  # a killed milter leaves its socket behind
-        with self.milter_log.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.base
+    def python(self, args: list[str]) -> str:
+        """Run ``/usr/bin/python3 ARGS`` (the host runtime) with the checkout on its path."""
+        run = subprocess.run(
+            [HOST_PYTHON, *args], env=ENV, capture_output=True, text=True, timeout=60, check=False
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"{args} failed: {run.stdout}{run.stderr}")
+        return run.stdout
+
+    def _spawn(self, args: list[str], socket: Path, log: Path) -> subprocess.Popen[bytes]:
+        socket.unlink(missing_ok=True)  # a killed process leaves its socket behind
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [HOST_PYTHON, *args], env=ENV, stdout=out, stderr=subprocess.STDOUT, cwd=self.base
             )
-        wait_until(lambda: self.socket.exists() or self.process.poll() is not None, 20, "milter socket")
-        if self.process.poll() is not None:
-            raise RuntimeError(f"milter exited: {self.milter_log.read_text()}")
+        wait_until(lambda: socket.exists() or process.poll() is not None, 20, f"{socket}")
+        if process.poll() is not None:
+            raise RuntimeError(f"{args} exited: {log.read_text()}")
+        return process
+
+    def start_journal(self) -> None:
+        args = ["-m", "mssante.journal", "serve", "--config", str(self.config)]
+        self.journal_process = self._spawn(args, self.journal_socket, self.base / "journal.log")
+
+    def stop_journal(self) -> None:
+        process, self.journal_process = self.journal_process, None
+        _stop(process, signal.SIGTERM)
+
+    def start_milter(self) -> None:
+        args = ["-m", "mssante.milter", "run", "--config", str(self.config)]
+        self.process = self._spawn(args, self.socket, self.milter_log)
 
     def stop_milter(self, sig: int = signal.SIGTERM) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        _stop(process, sig)
 
     def stop(self) -> None:
         try:
@@ -182,6 +205,7 @@ class MilterLab:
                 self.postfix.stop()
         finally:
             self.stop_milter()
+            self.stop_journal()
             self.sink.stop()
             if hasattr(self, "dovecot"):
                 self.dovecot.stop()
@@ -207,13 +231,25 @@ class MilterLab:
         )
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.journal.exists():
-            return []
-        return [json.loads(line) for line in self.journal.read_text(encoding="utf-8").splitlines()]
+        """Every journal record so far (``mssante-journal show``), with the record id people quote."""
+        out = self.python(["-m", "mssante.journal", "show", "--dir", str(self.base / "journal")])
+        records = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return [{**r, "record_id": f"{r['host_id']}:{r['seq']}"} for r in records]
 
     def received(self, message_id: str) -> list[Received]:
         with self.sink.lock:
             return [m for m in self.sink.messages if message_id.encode() in m.data]
+
+
+def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
 
 
 def start_lab() -> MilterLab:
