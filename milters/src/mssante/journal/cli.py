@@ -170,6 +170,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from mssante.journal.backup import backup
+
+    count = backup(Path(args.dir), Path(args.out))
+    print(f"copied {count} records to {args.out}")
+    return 0
+
+
 def _owner_call(args: argparse.Namespace, op: str, **kw: object) -> int:
     """Ask the running owner; when none runs, do it here holding the lock."""
     settings = _settings(args)
@@ -232,13 +240,14 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--seq", type=int)
     show.add_argument("--type")
     add("stats", cmd_stats)
+    add("backup", cmd_backup).add_argument("--out", required=True, help="a new directory")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = _parser().parse_args(argv)
-    if args.command in ("verify", "export", "prove", "show", "stats") and not args.dir:
+    if args.command in ("verify", "export", "prove", "show", "stats", "backup") and not args.dir:
         print("error: --dir is required", file=sys.stderr)
         return USAGE
     try:
