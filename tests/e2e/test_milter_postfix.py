@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from email.utils import make_msgid
 
 import pytest
-from tests.milter.lab import MilterLab, start_lab, stop_lab
+from tests.milter.harness import write_trustlist
+from tests.milter.lab import MilterLab, start_lab, stop_lab, trust_index
 from tests.support.common import wait_until
 
 
@@ -235,3 +236,40 @@ def test_trace2_journal_down_defers_the_message_and_accepts_nothing(lab: MilterL
     msgid, raw = message(sender, rcpt)
     t = lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.peer)
     assert t.delivered, t
+
+
+def test_trust8_trust_list_switch_picked_up_without_restart(lab: MilterLab) -> None:
+    """TRUST-8: a new generation without the peer's domain applies to the next transaction; no restart."""
+    sender, rcpt = f"dr.durand@{lab.peer}", f"dr.martin@{lab.local}"
+    index = trust_index(lab.pki)
+    shrunk = {**index, "domains": {k: v for k, v in index["domains"].items() if k != lab.peer}}
+    pid = lab.process.pid if lab.process else None
+    write_trustlist(lab.base / "trustlist", shrunk, generation="gen-2")
+    try:
+
+        def refused() -> bool:
+            _, raw = message(sender, rcpt)
+            t = lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.peer)
+            return t.mail is not None and "(reason sender-domain-not-listed;" in t.mail.text
+
+        assert wait_until(refused, 20, "the new trust list in use")
+    finally:
+        write_trustlist(lab.base / "trustlist", index, generation="gen-3")
+    _, raw = message(sender, rcpt)
+    wait_until(lambda: lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.peer).delivered, 20, "back")
+    assert lab.process is not None and lab.process.pid == pid
+
+
+def test_milter_on_inet_socket() -> None:
+    """The optional inet socket: same decisions (and data() is defined, so Postfix never stalls)."""
+    lab = start_lab(inet=True)
+    try:
+        sender, rcpt = f"dr.durand@{lab.peer}", f"dr.martin@{lab.local}"
+        msgid, raw = message(sender, rcpt)
+        assert lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.peer).delivered
+        wait_until(lambda: lab.received(msgid), 20, "delivery")
+        _, raw = message(sender, rcpt)
+        t = lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.other)
+        assert t.mail is not None and "(reason peer-cn-not-listed-for-domain;" in t.mail.text
+    finally:
+        stop_lab(lab)

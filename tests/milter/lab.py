@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.milter.harness import write_mailboxes, write_trustlist
-from tests.support.common import free_port, make_base_dir, random_loopback, remove_base_dir, wait_until
+from tests.support.common import (
+    free_port,
+    listening,
+    make_base_dir,
+    random_loopback,
+    remove_base_dir,
+    wait_until,
+)
 from tests.support.dovecot import DovecotInstance, dovecot_settings_for_postfix
 from tests.support.postfix import PostfixInstance
 from tests.support.sink import Received, Sink
@@ -62,6 +69,7 @@ class MilterLab:
     base: Path
     pki: Pki
     address: str = field(default_factory=random_loopback)
+    inet: bool = False  # the milter on a TCP socket instead of the default unix socket
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -70,6 +78,8 @@ class MilterLab:
         self.metrics_port = free_port(self.address)
         self.socket = self.base / "milter" / "milter.sock"
         self.socket.parent.mkdir(mode=0o755)
+        self.milter_port = free_port(self.address)
+        self.milter_socket = f"inet:{self.address}:{self.milter_port}" if self.inet else f"unix:{self.socket}"
         self.journal_socket = self.base / "journal.sock"
         self.journal_process: subprocess.Popen[bytes] | None = None
         self.milter_log = self.base / "milter.log"
@@ -97,7 +107,7 @@ class MilterLab:
                 "checkpoint_interval_seconds": 3600,
             },
             "milter": {
-                "socket": f"unix:{self.socket}",
+                "socket": self.milter_socket,
                 "peer_port": self.peer_port,
                 "submission_port": self.submission_port,
                 "metrics_listen": f"{self.address}:{self.metrics_port}",
@@ -118,7 +128,7 @@ class MilterLab:
             "relay_recipients", {b["address"]: "OK" for b in mailbox_table(pki)["mailboxes"]}
         )
         return {
-            **postfix_settings.render(f"unix:{self.socket}"),
+            **postfix_settings.render(self.milter_socket),
             "smtpd_tls_cert_file": str(pki.hospital.fullchain),
             "smtpd_tls_key_file": str(pki.hospital.key),
             "smtpd_tls_CAfile": str(pki.chain),
@@ -172,13 +182,17 @@ class MilterLab:
             raise RuntimeError(f"{args} failed: {run.stdout}{run.stderr}")
         return run.stdout
 
-    def _spawn(self, args: list[str], socket: Path, log: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], socket: Path, log: Path, port: int = 0) -> subprocess.Popen[bytes]:
         socket.unlink(missing_ok=True)  # a killed process leaves its socket behind
+
+        def ready() -> bool:
+            return listening(self.address, port) if port else socket.exists()
+
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [HOST_PYTHON, *args], env=ENV, stdout=out, stderr=subprocess.STDOUT, cwd=self.base
             )
-        wait_until(lambda: socket.exists() or process.poll() is not None, 20, f"{socket}")
+        wait_until(lambda: ready() or process.poll() is not None, 20, f"{socket} or port {port}")
         if process.poll() is not None:
             raise RuntimeError(f"{args} exited: {log.read_text()}")
         return process
@@ -193,7 +207,8 @@ class MilterLab:
 
     def start_milter(self) -> None:
         args = ["-m", "mssante.milter", "run", "--config", str(self.config)]
-        self.process = self._spawn(args, self.socket, self.milter_log)
+        port = self.milter_port if self.inet else 0
+        self.process = self._spawn(args, self.socket, self.milter_log, port)
 
     def stop_milter(self, sig: int = signal.SIGTERM) -> None:
         process, self.process = self.process, None
@@ -252,11 +267,11 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
         process.wait(timeout=15)
 
 
-def start_lab() -> MilterLab:
+def start_lab(inet: bool = False) -> MilterLab:
     base = make_base_dir("milter-e2e")
     try:
         pki = ensure_pki(base / "pki")
-        return MilterLab(base, pki).start()
+        return MilterLab(base, pki, inet=inet).start()
     except BaseException:
         remove_base_dir(base)
         raise
