@@ -94,6 +94,28 @@ def _path(value: Any, where: str, problems: Problems) -> Path:
     return Path(value)
 
 
+def _paths(doc: Mapping[str, Any], values: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
+    """The paths the milter reads, some from other sections (defaults filled here, once)."""
+    trust = section(doc, "trustlist", problems)
+    journal = section(doc, "journal", problems)
+    out_dir = trust.get("out_dir", "/var/lib/mssante/trustlist")
+    journal_file = values["journal_file"]
+    return {
+        "trustlist_dir": _path(
+            values.get("trustlist_dir", f"{out_dir}/current"), "milter.trustlist_dir", problems
+        ),
+        "mailboxes_file": _path(
+            doc.get("mailboxes_file", "/etc/mssante/mailboxes.json"), "mailboxes_file", problems
+        ),
+        "journal_socket": _path(
+            journal.get("socket", "/run/mssante/journal.sock"), "journal.socket", problems
+        ),
+        "journal_file": None
+        if journal_file is None
+        else _path(journal_file, "milter.journal_file", problems),
+    }
+
+
 def from_document(doc: Mapping[str, Any], source: str) -> MilterConfig:
     """Build the milter configuration from a loaded document; raise ConfigError with every problem."""
     problems = Problems(source)
@@ -101,13 +123,9 @@ def from_document(doc: Mapping[str, Any], source: str) -> MilterConfig:
     for key in sorted(set(raw) - KNOWN_KEYS):
         problems.add(f"milter.{key}", "unknown key")
     values = {**DEFAULTS, **raw}
-    trust = section(doc, "trustlist", problems)
-    journal = section(doc, "journal", problems)
-    out_dir = trust.get("out_dir", "/var/lib/mssante/trustlist")
     host_id = doc.get("host_id")
     if not isinstance(host_id, str) or not host_id:
         problems.add("host_id", "must be a non-empty string")
-    journal_file = values["journal_file"]
 
     def num(key: str) -> float:
         return _positive(values[key], f"milter.{key}", problems)
@@ -115,23 +133,12 @@ def from_document(doc: Mapping[str, Any], source: str) -> MilterConfig:
     config = MilterConfig(
         host_id=str(host_id),
         socket=_socket(values["socket"], problems),
-        trustlist_dir=_path(
-            values.get("trustlist_dir", f"{out_dir}/current"), "milter.trustlist_dir", problems
-        ),
-        mailboxes_file=_path(
-            doc.get("mailboxes_file", "/etc/mssante/mailboxes.json"), "mailboxes_file", problems
-        ),
-        journal_socket=_path(journal.get("socket", "/run/mssante/journal.sock"), "journal.socket", problems),
-        journal_file=None if journal_file is None else _path(journal_file, "milter.journal_file", problems),
+        **_paths(doc, values, problems),
         peer_port=_port(values["peer_port"], "milter.peer_port", problems),
         submission_port=_port(values["submission_port"], "milter.submission_port", problems),
         metrics_listen=_listen(values["metrics_listen"], problems),
-        aggregate_window_seconds=_positive(
-            values["aggregate_window_seconds"], "milter.aggregate_window_seconds", problems
-        ),
-        reload_interval_seconds=_positive(
-            values["reload_interval_seconds"], "milter.reload_interval_seconds", problems
-        ),
+        aggregate_window_seconds=num("aggregate_window_seconds"),
+        reload_interval_seconds=num("reload_interval_seconds"),
         timeout_seconds=int(num("timeout_seconds")),
         socket_umask=_umask(values["socket_umask"], problems),
     )

@@ -9,7 +9,6 @@ the journal owner.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import threading
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from mssante.journal import client
 from mssante.journal.records import check_fields
 from mssante.milter.reasons import Reason
 
@@ -42,18 +42,14 @@ class ClientJournal:
     """Adapter to the journal owner's client (``mssante.journal.client.JournalClient``)."""
 
     def __init__(self, socket_path: str) -> None:
-        client = importlib.import_module("mssante.journal.client")
         self._client = client.JournalClient(socket_path)
-        self._unavailable: type[Exception] = client.JournalUnavailable
 
     def append(self, record: Mapping[str, Any]) -> AppendResult:
         try:
             result = self._client.append(record)
-        except self._unavailable as exc:
+        except (client.JournalUnavailable, OSError) as exc:
             raise JournalUnavailable(str(exc)) from exc
-        except OSError as exc:
-            raise JournalUnavailable(str(exc)) from exc
-        return AppendResult(str(result.record_id), int(result.index), getattr(result, "time", None))
+        return AppendResult(result.record_id, result.index, result.time)
 
 
 class FileJournal:
