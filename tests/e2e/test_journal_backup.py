@@ -7,10 +7,10 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from mssante.journal.client import JournalClient
 from tests.unit.journal.helpers import accepted
 from tests.unit.journal.server_fixture import Server, journal_cli
+
+from mssante.journal.client import JournalClient
 
 
 @pytest.fixture

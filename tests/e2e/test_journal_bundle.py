@@ -13,19 +13,27 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from mssante.journal.owner import Journal
 from tests.unit.journal.helpers import accepted, make_journal
 from tests.unit.journal.server_fixture import journal_cli
 
-EML = b"From: dr.a@hopital-exemple.mssante.fr\nTo: dr.b@hopital-sud.mssante.fr\nSubject: x\n\nBonjour,\n..\nFin\n"
+from mssante.journal.owner import Journal
+
+EML = (
+    b"From: dr.a@hopital-exemple.mssante.fr\nTo: dr.b@hopital-sud.mssante.fr\nSubject: x\n\n"
+    b"Bonjour,\n..\nFin\n"
+)
 
 
 def fresh_venv(tmp_path: Path) -> Path:
     venv = tmp_path / "auditor-venv"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
+    )
     python = venv / "bin" / "python"
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    probe = subprocess.run([python, "-c", "import mssante"], cwd=tmp_path, env=clean, capture_output=True)
+    probe = subprocess.run(
+        [python, "-c", "import mssante"], cwd=tmp_path, env=clean, capture_output=True, check=False
+    )
     assert probe.returncode != 0, "the auditor's environment must not see this project"
     return python
 
@@ -38,8 +46,17 @@ def test_trace2_bundle_verifies_in_a_fresh_venv_and_finds_the_eml(tmp_path: Path
     journal.checkpoint()
     journal.close()
     directory, public = str(tmp_path / "journal"), str(tmp_path / "keys" / "signing.pub")
-    journal_cli("export", "--dir", directory, "--public-key", public, "--format", "csv",
-                "--out", str(tmp_path / "export.zip"))  # fmt: skip
+    journal_cli(
+        "export",
+        "--dir",
+        directory,
+        "--public-key",
+        public,
+        "--format",
+        "csv",
+        "--out",
+        str(tmp_path / "export.zip"),
+    )
     proof = journal_cli("prove", "--dir", directory, "--public-key", public, "--message-id", "<eml@x>")
     (tmp_path / "proof.json").write_text(proof.stdout)
     (tmp_path / "message.eml").write_bytes(EML)
@@ -50,11 +67,25 @@ def test_trace2_bundle_verifies_in_a_fresh_venv_and_finds_the_eml(tmp_path: Path
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(python), "verify_bundle.py", *args], cwd=bundle, env=clean,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        return subprocess.run(
+            [str(python), "verify_bundle.py", *args],
+            cwd=bundle,
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
-    ok = run(".", "--public-key", public, "--eml", str(tmp_path / "message.eml"),
-             "--proof", str(tmp_path / "proof.json"))  # fmt: skip
+    ok = run(
+        ".",
+        "--public-key",
+        public,
+        "--eml",
+        str(tmp_path / "message.eml"),
+        "--proof",
+        str(tmp_path / "proof.json"),
+    )
     assert ok.returncode == 0, ok.stderr
     assert "OK: records 0..4" in ok.stdout and "1 record(s)" in ok.stdout and "<eml@x>" in ok.stdout
     assert "OK: record 4" in ok.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -9,10 +10,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from mssante.journal.client import JournalClient, JournalUnavailable
 from tests.unit.journal.helpers import accepted
 from tests.unit.journal.server_fixture import Server, journal_cli
+
+from mssante.journal.client import JournalClient, JournalUnavailable
 
 
 @pytest.fixture
@@ -24,8 +25,6 @@ def server(tmp_path: Path) -> Server:
 
 def stored(directory: Path) -> dict[int, str]:
     """seq -> queue_id of every stored record."""
-    import json
-
     found = {}
     for path in sorted((directory / "segments").glob("*.log")):
         for line in path.read_bytes().splitlines():
@@ -34,8 +33,14 @@ def stored(directory: Path) -> dict[int, str]:
     return found
 
 
-def writers(client: JournalClient, count: int, per_thread: int | None, stop: threading.Event,
-            acked: dict[int, str], failures: list[str]) -> list[threading.Thread]:  # fmt: skip
+def writers(  # noqa: PLR0917 - a test helper
+    client: JournalClient,
+    count: int,
+    per_thread: int | None,
+    stop: threading.Event,
+    acked: dict[int, str],
+    failures: list[str],
+) -> list[threading.Thread]:
     lock = threading.Lock()
 
     def work(worker: int) -> None:
@@ -142,11 +147,14 @@ def test_trace2_verify_exit_codes(server: Server) -> None:
 
 
 CATALOGUE = [
-    "mssante_journal_records_total", "mssante_journal_append_errors_total",
-    "mssante_journal_commit_duration_seconds_bucket", "mssante_journal_tree_size",
-    "mssante_journal_last_checkpoint_timestamp_seconds", "mssante_journal_verify_last_run_timestamp_seconds",
+    "mssante_journal_records_total",
+    "mssante_journal_append_errors_total",
+    "mssante_journal_commit_duration_seconds_bucket",
+    "mssante_journal_tree_size",
+    "mssante_journal_last_checkpoint_timestamp_seconds",
+    "mssante_journal_verify_last_run_timestamp_seconds",
     "mssante_journal_verify_ok",
-]  # fmt: skip
+]
 
 
 def test_trace2_metrics_and_self_verification(server: Server) -> None:

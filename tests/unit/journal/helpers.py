@@ -7,7 +7,10 @@ from typing import Any
 
 from mssante.journal import keys
 from mssante.journal.config import JournalSettings
+from mssante.journal.merkle import CompactRange
+from mssante.journal.note import Checkpoint, parse_checkpoint, sign_checkpoint
 from mssante.journal.owner import Journal
+from mssante.journal.store import Store, encode_line
 
 
 def settings(tmp: Path, **overrides: Any) -> JournalSettings:
@@ -59,10 +62,6 @@ def segment_files(directory: Path) -> list[Path]:
 
 def reseal(directory: Path, *signers: Any) -> None:
     """The attacker's tool: recompute check digits and every checkpoint's root, re-sign with ``signers``."""
-    from mssante.journal.merkle import CompactRange
-    from mssante.journal.note import Checkpoint, parse_checkpoint, sign_checkpoint
-    from mssante.journal.store import Store, encode_line
-
     store = Store(directory)
     for segment in store.segments():
         lines = segment.path.read_bytes().split(b"\n")[:-1]

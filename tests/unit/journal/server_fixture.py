@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,20 @@ SRC = Path(__file__).resolve().parents[3] / "milters" / "src"
 
 def env() -> dict[str, str]:
     values = dict(os.environ)
-    values["PYTHONPATH"] = f"{SRC}{os.pathsep}{values['PYTHONPATH']}" if values.get("PYTHONPATH") else str(SRC)
+    values["PYTHONPATH"] = (
+        f"{SRC}{os.pathsep}{values['PYTHONPATH']}" if values.get("PYTHONPATH") else str(SRC)
+    )
     return values
 
 
 def journal_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "mssante.journal", *args], env=env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "mssante.journal", *args],
+        env=env(),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{args}: {result.returncode}\n{result.stdout}\n{result.stderr}")
@@ -41,8 +49,18 @@ class Server:
         journal_cli("keygen", *self.common())
 
     def common(self) -> list[str]:
-        return ["--dir", str(self.dir), "--host-id", "hospital-1", "--socket", str(self.socket),
-                "--signing-key", str(self.tmp / "signing.key"), "--public-key", str(self.tmp / "signing.pub")]  # fmt: skip
+        return [
+            "--dir",
+            str(self.dir),
+            "--host-id",
+            "hospital-1",
+            "--socket",
+            str(self.socket),
+            "--signing-key",
+            str(self.tmp / "signing.key"),
+            "--public-key",
+            str(self.tmp / "signing.pub"),
+        ]
 
     def start(self, metrics: bool = False) -> None:
         args = [*self.common(), "--checkpoint-interval", str(self.interval)]
@@ -52,10 +70,13 @@ class Server:
         log = (self.tmp / "server.log").open("a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mssante.journal", "serve", *args],
-            env=env(), stdout=log, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            env=env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         log.close()
-        wait_until(lambda: self._ready(), 30, "the journal server's socket")
+        wait_until(self._ready, 30, "the journal server's socket")
 
     def _ready(self) -> bool:
         assert self.proc is not None
@@ -64,8 +85,6 @@ class Server:
         return self._socket_listening()
 
     def _socket_listening(self) -> bool:
-        import socket
-
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             try:
                 sock.connect(str(self.socket))

@@ -93,7 +93,9 @@ def test_trace3_purged_prefix_still_proves(data: st.DataObject) -> None:
     full = TreeHashes([leaf_hash(d) for d in items])
     base = {(s, lv): full.subtree(s, s + (1 << lv)) for s, lv in range_nodes(0, boundary)}
     purged = TreeHashes([leaf_hash(d) for d in items[boundary:]], boundary, base)
-    verify_inclusion(index, size, leaf_hash(items[index]), purged.inclusion_proof(index, size), reference_root(items))
+    verify_inclusion(
+        index, size, leaf_hash(items[index]), purged.inclusion_proof(index, size), reference_root(items)
+    )
     proof = purged.consistency_proof(boundary, size)
     verify_consistency(boundary, size, reference_root(items[:boundary]), reference_root(items), proof)
 

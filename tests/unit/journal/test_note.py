@@ -9,15 +9,28 @@ from pathlib import Path
 import pytest
 
 from mssante.journal import keys
-from mssante.journal.note import Checkpoint, NoteError, SignerKey, VerifierKey, parse_checkpoint, sign_checkpoint
+from mssante.journal.note import (
+    Checkpoint,
+    NoteError,
+    SignerKey,
+    VerifierKey,
+    parse_checkpoint,
+    sign_checkpoint,
+)
 
 
 def test_trace2_checkpoint_text_follows_c2sp() -> None:
     signer = SignerKey.generate("hospital-1")
-    text = sign_checkpoint(Checkpoint("mssante-journal/hospital-1", 42, b"\x01" * 32, "2026-11-25T18:00:00Z"), signer)
+    text = sign_checkpoint(
+        Checkpoint("mssante-journal/hospital-1", 42, b"\x01" * 32, "2026-11-25T18:00:00Z"), signer
+    )
     body, signature = text.split("\n\n")
-    assert body.split("\n") == ["mssante-journal/hospital-1", "42", base64.b64encode(b"\x01" * 32).decode(),
-                                "time 2026-11-25T18:00:00Z"]  # fmt: skip
+    assert body.split("\n") == [
+        "mssante-journal/hospital-1",
+        "42",
+        base64.b64encode(b"\x01" * 32).decode(),
+        "time 2026-11-25T18:00:00Z",
+    ]
     assert signature.startswith("\u2014 hospital-1 ") and signature.endswith("\n")
     blob = base64.b64decode(signature.split(" ")[2])
     public = signer.verifier.public

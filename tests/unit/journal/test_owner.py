@@ -78,7 +78,9 @@ def test_trace3_purged_journal_still_verifies(tmp_path: Path) -> None:
     report = verify_directory(directory)
     assert report.ok, report.problems
     assert report.first_seq == base["size"]
-    purge = [json.loads(line.split(b" ", 1)[1]) for line in segment_files(directory)[-1].read_bytes().splitlines()]
+    purge = [
+        json.loads(line.split(b" ", 1)[1]) for line in segment_files(directory)[-1].read_bytes().splitlines()
+    ]
     assert any(r["type"] == "purge" and r["purged_to"] == base["size"] for r in purge)
     tampered = dict(base, nodes=[[s, lv, "00" * 32] for s, lv, _ in base["nodes"]])
     (directory / "base.json").write_text(json.dumps(tampered))
@@ -99,7 +101,9 @@ def test_trace3_purge_twice_and_reopen(tmp_path: Path) -> None:
     assert report.ok, report.problems
 
 
-def test_trace2_export_bundle_verifies_and_finds_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_trace2_export_bundle_verifies_and_finds_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     make_journal(tmp_path, 6).close()
     public = (tmp_path / "keys" / "signing.pub").read_text()
     out = tmp_path / "bundle.zip"
@@ -113,8 +117,14 @@ def test_trace2_export_bundle_verifies_and_finds_a_message(tmp_path: Path, capsy
     assert "OK: records 0..6" in capsys.readouterr().out
     with zipfile.ZipFile(out) as archive:
         names = sorted(Path(n).name for n in archive.namelist())
-    assert names == ["checkpoint.note", "public-key.txt", "range.json", "records.csv", "records.jsonl",
-                     "verify_bundle.py"]  # fmt: skip
+    assert names == [
+        "checkpoint.note",
+        "public-key.txt",
+        "range.json",
+        "records.csv",
+        "records.jsonl",
+        "verify_bundle.py",
+    ]
     assert body
 
 

@@ -39,13 +39,25 @@ def test_trace1_writer_cannot_set_the_journal_fields() -> None:
         ({"type": "delivery", "queue_id": "Q", "rcpt": "a"}, "outcome: missing"),
         ({"type": "refused", "reason": "x", "body_sha256": "ABC"}, "body_sha256: must be 64"),
         ({"type": "refused", "reason": "x\r\nBcc: y"}, "reason: contains control characters"),
-        ({"type": "refused-aggregate", "window_start": "yesterday", "window_end": "2026-11-25T18:00:00Z",
-          "reason": "r", "count": 3}, "window_start: must be a UTC time"),  # fmt: skip
-        ({"type": "accepted", "queue_id": "Q", "mail_from": "a", "rcpts": [{"address": "b", "name": "B"}]},
-         "each recipient is {address, status?}"),  # fmt: skip
+        (
+            {
+                "type": "refused-aggregate",
+                "window_start": "yesterday",
+                "window_end": "2026-11-25T18:00:00Z",
+                "reason": "r",
+                "count": 3,
+            },
+            "window_start: must be a UTC time",
+        ),
+        (
+            {"type": "accepted", "queue_id": "Q", "mail_from": "a", "rcpts": [{"address": "b", "name": "B"}]},
+            "each recipient is {address, status?}",
+        ),
     ],
 )
-def test_trace1_invalid_records_are_refused_with_every_problem(record: dict[str, object], problem: str) -> None:
+def test_trace1_invalid_records_are_refused_with_every_problem(
+    record: dict[str, object], problem: str
+) -> None:
     assert any(problem in p for p in records.check_fields(record)), records.check_fields(record)
 
 
@@ -53,13 +65,17 @@ def test_trace1_every_type_has_a_valid_minimal_record() -> None:
     minimal = {
         RecordType.ACCEPTED: {"queue_id": "Q", "mail_from": "", "rcpts": [{"address": "a@b"}]},
         RecordType.REFUSED: {"reason": "untrusted-peer"},
-        RecordType.REFUSED_AGGREGATE: {"window_start": "2026-11-25T18:00:00Z",
-                                       "window_end": "2026-11-25T18:05:00Z", "reason": "r", "count": 4},
+        RecordType.REFUSED_AGGREGATE: {
+            "window_start": "2026-11-25T18:00:00Z",
+            "window_end": "2026-11-25T18:05:00Z",
+            "reason": "r",
+            "count": 4,
+        },
         RecordType.DELIVERY: {"queue_id": "Q", "rcpt": "a@b", "outcome": "delivered", "delay_seconds": 1.5},
         RecordType.MDN: {"original_message_id": "<m@x>", "disposition": "displayed"},
         RecordType.KEY: {"public_key": "k", "fingerprint": "f", "reason": "rotation"},
         RecordType.PURGE: {"purged_from": 0, "purged_to": 10, "segments": 1},
-    }  # fmt: skip
+    }
     for rtype, fields in minimal.items():
         assert records.check_fields({"type": rtype.value, **fields}) == [], rtype
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from mssante.journal import keys
-from mssante.journal.note import SignerKey
+from mssante.journal.note import Checkpoint, SignerKey, sign_checkpoint
 from mssante.journal.owner import Journal
+from mssante.journal.store import encode_line
 from mssante.journal.verify import Finding, Report, verify_directory
 
 from .helpers import accepted, make_journal, reseal, rewrite_line, segment_files, settings
@@ -63,8 +64,12 @@ def test_trace2_every_bit_flip_in_a_checkpoint_is_caught(journal_dir: Path, tmp_
         note.write_bytes(_flip(original, bit))
         report = verify_directory(journal_dir, trusted(tmp_path), schema=False)
         assert report.problems, f"bit {bit} not caught"
-        assert set(findings(report)) <= {Finding.MALFORMED_CHECKPOINT, Finding.BAD_SIGNATURE,
-                                         Finding.ROOT_MISMATCH, Finding.TRUNCATED}, (bit, report.problems)  # fmt: skip
+        assert set(findings(report)) <= {
+            Finding.MALFORMED_CHECKPOINT,
+            Finding.BAD_SIGNATURE,
+            Finding.ROOT_MISMATCH,
+            Finding.TRUNCATED,
+        }, (bit, report.problems)
         assert findings(report)[0] in (Finding.MALFORMED_CHECKPOINT, Finding.BAD_SIGNATURE), bit
 
 
@@ -109,8 +114,6 @@ def test_trace2_edited_record_with_recomputed_check_is_caught_by_the_signed_root
     shutil.copytree(journal_dir, store_fix)
     reseal(store_fix, SignerKey.generate("hospital-1"))  # control path: a re-signed copy
     # The attacker fixes the check digits only (no key): the signed roots no longer match.
-    from mssante.journal.store import encode_line
-
     segment = segment_files(journal_dir)[0]
     lines = segment.read_bytes().split(b"\n")[:-1]
     segment.write_bytes(b"".join(encode_line(line.partition(b" ")[2])[0] for line in lines))
@@ -138,10 +141,10 @@ def test_trace2_replaced_genesis_key_is_not_the_trusted_key(journal_dir: Path, t
 
 
 def test_trace2_forged_checkpoint_is_caught(journal_dir: Path, tmp_path: Path) -> None:
-    from mssante.journal.note import Checkpoint, sign_checkpoint
-
-    forged = sign_checkpoint(Checkpoint("mssante-journal/hospital-1", 4, b"\x07" * 32, "2026-01-01T00:00:00Z"),
-                             SignerKey.generate("hospital-1"))  # fmt: skip
+    forged = sign_checkpoint(
+        Checkpoint("mssante-journal/hospital-1", 4, b"\x07" * 32, "2026-01-01T00:00:00Z"),
+        SignerKey.generate("hospital-1"),
+    )
     report = verify_directory(journal_dir, trusted(tmp_path), [("kept.note.txt", forged)])
     assert findings(report) == [Finding.BAD_SIGNATURE]
 

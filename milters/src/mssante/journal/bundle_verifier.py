@@ -19,6 +19,7 @@ import json
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -67,7 +68,7 @@ def open_checkpoint(text: str, key: str) -> tuple[str, int, bytes]:
     raise Failed("the checkpoint carries no valid signature by this public key")
 
 
-def root_from_range(left: list, leaves: list[bytes], right: list) -> bytes:
+def root_from_range(left: list[Any], leaves: list[bytes], right: list[Any]) -> bytes:
     """Root of the tree from the compact range before, the leaves, and the compact range after."""
     stack: list[tuple[int, int, bytes]] = []
     end = 0
@@ -104,7 +105,7 @@ def read_bundle(path: Path) -> dict[str, bytes]:
         return {Path(n).name: archive.read(n) for n in archive.namelist() if not n.endswith("/")}
 
 
-def verify_bundle(files: dict[str, bytes], key: str) -> list[dict]:
+def verify_bundle(files: dict[str, bytes], key: str) -> list[dict[str, Any]]:
     origin, size, root = open_checkpoint(files["checkpoint.note"].decode(), key)
     proof = json.loads(files["range.json"])
     lines = files["records.jsonl"].split(b"\n")[:-1]
@@ -112,7 +113,9 @@ def verify_bundle(files: dict[str, bytes], key: str) -> list[dict]:
     for offset, data in enumerate(lines):
         record = json.loads(data)
         if record.get("seq") != proof["first"] + offset:
-            raise Failed(f"record {proof['first'] + offset}: found seq {record.get('seq')} (missing or moved)")
+            raise Failed(
+                f"record {proof['first'] + offset}: found seq {record.get('seq')} (missing or moved)"
+            )
         records.append(record)
         leaves.append(leaf_hash(data))
     if proof["first"] + len(leaves) != proof["end"] or proof["size"] != size:
@@ -143,7 +146,9 @@ def verify_proof(text: bytes, key: str) -> None:
         fn, sn = fn >> 1, sn >> 1
     if sn != 0 or digest != root:
         raise Failed(f"record {index} is not in the signed tree (root {digest.hex()} != {root.hex()})")
-    print(f"OK: record {index} ({json.loads(proof['record'])['time']}) is in the signed journal of size {size}")
+    print(
+        f"OK: record {index} ({json.loads(proof['record'])['time']}) is in the signed journal of size {size}"
+    )
 
 
 def eml_body_sha256(message: bytes) -> str:

@@ -15,12 +15,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, start_http_server
+
 from mssante.configfile import DEFAULT_CONFIG_PATH, ConfigError
 from mssante.journal import config, export, keys
+from mssante.journal.backup import backup
 from mssante.journal.client import JournalClient, JournalUnavailable
 from mssante.journal.config import JournalSettings
+from mssante.journal.note import VerifierKey
 from mssante.journal.owner import Journal
 from mssante.journal.push import DirectoryPusher, HttpPusher, Pusher, SyslogPusher
+from mssante.journal.server import JournalServer
 from mssante.journal.store import Store, StoreError
 from mssante.journal.verify import verify_directory, write_status
 
@@ -71,10 +76,6 @@ def _pushers(settings: JournalSettings) -> list[Pusher]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    from mssante.journal.server import JournalServer
-
     settings = _settings(args)
     journal = Journal(settings, keys.load_signer(settings.signing_key), _pushers(settings))
     journal.open()
@@ -93,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trusted(args: argparse.Namespace) -> keys.VerifierKey | None:
+def _trusted(args: argparse.Namespace) -> VerifierKey | None:
     return keys.load_verifier(Path(args.public_key)) if args.public_key else None
 
 
@@ -104,8 +105,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=1))
     else:
         status = "VALID" if report.ok else "TAMPERED OR INCONSISTENT"
-        print(f"{status}: {report.records} records, {report.checkpoints} checkpoints, "
-              f"covered up to {report.covered}")  # fmt: skip
+        print(
+            f"{status}: {report.records} records, {report.checkpoints} checkpoints, "
+            f"covered up to {report.covered}"
+        )
         for problem in report.problems:
             print(f"  {problem}")
         for note in report.notes:
@@ -130,9 +133,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.socket:
         JournalClient(args.socket).request("checkpoint")
     first, end = export.export(
-        Path(args.dir), Path(args.out), args.format, _public_key_text(args), args.since, args.until,
-        _progress("export"),
-    )  # fmt: skip
+        Path(args.dir),
+        Path(args.out),
+        args.format,
+        _public_key_text(args),
+        since=args.since,
+        until=args.until,
+        progress=_progress("export"),
+    )
     print(f"exported records {first}..{end - 1} to {args.out}")
     return 0
 
@@ -171,8 +179,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from mssante.journal.backup import backup
-
     count = backup(Path(args.dir), Path(args.out))
     print(f"copied {count} records to {args.out}")
     return 0
@@ -184,14 +190,14 @@ def _owner_call(args: argparse.Namespace, op: str, **kw: object) -> int:
     try:
         print(json.dumps(JournalClient(settings.socket, timeout=600).request(op, **kw)))
         return 0
-    except JournalUnavailable as exc:
-        if settings.socket.exists():
-            print(f"error: {exc}", file=sys.stderr)
-            return FAILED
+    except JournalUnavailable as exc:  # no owner running: do it here (the lock says if one is)
+        print(f"note: {exc}; working on {settings.dir} directly", file=sys.stderr)
     journal = Journal(settings, keys.load_signer(settings.signing_key))
     journal.open()
     try:
-        result = journal.rotate_key() if op == "rotate-key" else journal.purge(int(kw["older_than_days"]))
+        result = (
+            journal.rotate_key() if op == "rotate-key" else journal.purge(int(str(kw["older_than_days"])))
+        )
     finally:
         journal.close()
     print(json.dumps({"ok": True, "result": str(result)}))
@@ -202,7 +208,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mssante-journal", description="Tamper-evident message journal")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], owner: bool = False) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], owner: bool = False
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name)
         p.set_defaults(func=func)
         p.add_argument("--dir", help="the journal directory")

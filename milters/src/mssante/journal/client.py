@@ -65,7 +65,9 @@ class JournalClient:
                 sock.connect(self.socket_path)
             except OSError as exc:
                 sock.close()
-                raise JournalUnavailable(f"cannot connect to the journal at {self.socket_path}: {exc}") from exc
+                raise JournalUnavailable(
+                    f"cannot connect to the journal at {self.socket_path}: {exc}"
+                ) from exc
             self._local.sock = sock
         return sock
 

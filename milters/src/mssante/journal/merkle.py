@@ -45,7 +45,7 @@ class ProofSizeError(ProofError):
         super().__init__(f"wrong proof size: expected {expected} hashes, got {got}")
 
 
-class IndexError_(ProofError):  # noqa: N801 - avoids shadowing the builtin IndexError
+class IndexError_(ProofError):
     """A leaf index or tree size outside the tree."""
 
 
@@ -170,8 +170,8 @@ class TreeHashes:
             return [] if complete else [self.subtree(begin, end)]
         split = _largest_power_below(end - begin)
         if m <= split:
-            return self._subproof(m, begin, begin + split, complete) + [self.subtree(begin + split, end)]
-        return self._subproof(m - split, begin + split, end, False) + [self.subtree(begin, begin + split)]
+            return [*self._subproof(m, begin, begin + split, complete), self.subtree(begin + split, end)]
+        return [*self._subproof(m - split, begin + split, end, False), self.subtree(begin, begin + split)]
 
 
 def _inner_split(index: int, size: int) -> tuple[int, int]:

@@ -9,7 +9,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ from mssante.journal.note import Checkpoint, SignerKey, VerifierKey, parse_check
 from mssante.journal.protocol import AppendResult
 from mssante.journal.push import Pusher
 from mssante.journal.records import RecordError, RecordType
-from mssante.journal.store import Store, StoreError, encode_line
+from mssante.journal.store import Store, StoreError, encode_line, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +159,7 @@ class Journal:
         """Append a ``key`` record for a new key, hand over (checkpoint signed by both), switch."""
         new = SignerKey.generate(self.settings.host_id)
         pending = self.settings.signing_key.with_name(self.settings.signing_key.name + ".new")
-        keys.write_atomic(pending, (new.encode() + "\n").encode(), mode=0o600)
+        write_atomic(pending, (new.encode() + "\n").encode(), mode=0o600)
         self.checkpoint()
         self._append_key_record(new.verifier, "rotation")
         self._finish_rotation(new)

@@ -59,9 +59,7 @@ class _VerifyStatus(Collector):
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry, journal: Journal) -> None:
-        self.records = Counter(
-            "mssante_journal_records", "Records appended", ["type"], registry=registry
-        )
+        self.records = Counter("mssante_journal_records", "Records appended", ["type"], registry=registry)
         for rtype in RecordType:
             self.records.labels(rtype.value)
         self.errors = Counter("mssante_journal_append_errors", "Appends not done", registry=registry)
@@ -74,14 +72,18 @@ class Metrics:
         size = Gauge("mssante_journal_tree_size", "Records in the Merkle tree", registry=registry)
         size.set_function(lambda: journal.size)
         last = Gauge(
-            "mssante_journal_last_checkpoint_timestamp_seconds", "Time of the last checkpoint", registry=registry
+            "mssante_journal_last_checkpoint_timestamp_seconds",
+            "Time of the last checkpoint",
+            registry=registry,
         )
         last.set_function(lambda: journal.last_checkpoint_time)
         registry.register(_VerifyStatus(journal.settings.verify_status_file))
 
 
 class JournalServer:
-    def __init__(self, journal: Journal, socket_path: Path, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, journal: Journal, socket_path: Path, registry: CollectorRegistry | None = None
+    ) -> None:
         self.journal = journal
         self.socket_path = socket_path
         self.metrics = Metrics(registry or CollectorRegistry(), journal)
@@ -94,7 +96,10 @@ class JournalServer:
             "checkpoint": lambda job: {"checkpoint": self.journal.checkpoint(force=True)},
             "rotate-key": lambda job: _result(self.journal.rotate_key()),
             "purge": self._purge,
-            "status": lambda job: {"size": self.journal.size, "checkpoint_size": self.journal.checkpoint_size},
+            "status": lambda job: {
+                "size": self.journal.size,
+                "checkpoint_size": self.journal.checkpoint_size,
+            },
         }
 
     def start(self) -> None:
@@ -148,24 +153,31 @@ class JournalServer:
 
     def _handle(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
-        if op == "append":
-            record = message.get("record")
-            if not isinstance(record, dict):
-                return self._refuse("append needs a record object")
-            if record.get("type") in (RecordType.KEY, RecordType.PURGE):
-                return self._refuse("key and purge records are written by rotate-key and purge only")
-            if problems := check_fields(record):
-                return self._refuse("; ".join(problems))
-        elif op not in self._handlers:
-            return {"ok": False, "error": f"unknown op {op!r}"}
-        if self.broken:
-            return self._refuse(f"journal stopped after a write failure: {self.broken}")
+        problem = self._check_request(op, message)
+        if problem is not None:
+            return self._refuse(problem)
         job = _Job(str(op), message)
         self.jobs.put(job)
         try:
             return job.future.result(timeout=60)
-        except Exception as exc:  # noqa: BLE001 - any failure is an answer to the writer
+        except Exception as exc:
             return self._refuse(str(exc))
+
+    def _check_request(self, op: object, message: dict[str, Any]) -> str | None:
+        """Why a request is refused before it reaches the committer (None: it goes on)."""
+        if op == "append":
+            record = message.get("record")
+            if not isinstance(record, dict):
+                return "append needs a record object"
+            if record.get("type") in (RecordType.KEY, RecordType.PURGE):
+                return "key and purge records are written by rotate-key and purge only"
+            if problems := check_fields(record):
+                return "; ".join(problems)
+        elif op not in self._handlers:
+            return f"unknown op {op!r}"
+        if self.broken:
+            return f"journal stopped after a write failure: {self.broken}"
+        return None
 
     def _refuse(self, error: str) -> dict[str, Any]:
         self.metrics.errors.inc()

@@ -18,7 +18,7 @@ from mssante.journal import records
 from mssante.journal.keys import KeyEpoch, key_in_force
 from mssante.journal.merkle import CompactRange, ProofError, leaf_hash, verify_inclusion
 from mssante.journal.note import NoteError, SignedCheckpoint, VerifierKey, parse_checkpoint
-from mssante.journal.store import Store
+from mssante.journal.store import Store, write_atomic
 
 MAX_PROBLEMS = 50
 _SEQ = re.compile(rb'"seq":(\d+)[,}]')
@@ -254,7 +254,9 @@ def _check_checkpoints(size: int, state: _State) -> None:
         state.last_good = size
 
 
-def _check_signature(name: str, size: int, note: SignedCheckpoint, epoch: KeyEpoch | None, state: _State) -> bool:
+def _check_signature(
+    name: str, size: int, note: SignedCheckpoint, epoch: KeyEpoch | None, state: _State
+) -> bool:
     """Whether ``note`` is signed by the key in force at ``size`` (and the hand-over by the old key)."""
     if epoch is None:
         state.report.add(Problem(Finding.BAD_SIGNATURE, f"{name}: no key is in force at size {size}"))
@@ -302,7 +304,5 @@ def _finish(state: _State) -> None:
 
 def write_status(path: Path, report: Report, now: float) -> None:
     """Write the self-verification result where the metrics read it."""
-    from mssante.journal.store import write_atomic
-
     data = report.as_dict() | {"time": now, "problems": report.as_dict()["problems"][:5]}
     write_atomic(path, json.dumps(data, sort_keys=True).encode())
