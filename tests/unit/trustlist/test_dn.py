@@ -8,6 +8,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mssante.trustlist import dn as dnlib
 from mssante.trustlist.dn import DnError, common_names, format_dn, from_x509_name, parse_dn, same_dn
 
 SAMPLE_DN = "CN=mx1.chu-exemple.fr,OU=1000000001,O=CHU EXEMPLE,ST=Rhone (69),C=FR"
@@ -99,3 +100,16 @@ def test_trust4_agrees_with_cryptography_serialisation(pairs: list[tuple[str, st
     parsed = parse_dn(name.rfc4514_string())
     assert parsed == from_x509_name(name)
     assert same_dn(parsed, from_x509_name(name))
+
+
+@given(st.text(alphabet="CNOU=, .-ab1é", max_size=40))
+def test_trust4_fast_path_agrees_with_general_parser(text: str) -> None:
+    try:
+        fast = parse_dn(text)
+    except DnError:
+        fast = None
+    try:
+        general = dnlib._parse_general(text) if text.strip() else None
+    except DnError:
+        general = None
+    assert fast == general

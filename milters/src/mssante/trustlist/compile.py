@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mssante.trustlist.index import CURRENT_LINK, INDEX_FILE, INDEX_SCHEMA
-from mssante.trustlist.model import Domain, TrustList
+from mssante.trustlist.model import TrustList
 
 GENERATION_PREFIX = "g-"
 STAGING_PREFIX = ".staging-"
@@ -81,14 +81,14 @@ def policy(cns: Iterable[str]) -> str:
     return f"secure match={':'.join(usable)} protocols={PROTOCOLS}"
 
 
-def map_lines(domains: Iterable[Domain], local: set[str]) -> tuple[list[str], list[str]]:
-    """Lines of the ``transport`` and ``tls_policy`` maps, keyed by A-label and U-label."""
+def map_lines(document: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Lines of the ``transport`` and ``tls_policy`` maps, keyed by A-label and U-label, local excluded."""
     transport, tls_policy = [], []
-    for domain in domains:
-        if domain.a_label in local:
+    for a_label, entry in document["domains"].items():
+        if entry["local"]:
             continue
-        value = policy(domain.cns)
-        for key in dict.fromkeys((domain.a_label, domain.u_label)):
+        value = policy(entry["cns"])
+        for key in dict.fromkeys((a_label, entry["u_label"])):
             transport.append(f"{key} {TRANSPORT}")
             tls_policy.append(f"{key} {value}")
     return transport, tls_policy
@@ -149,7 +149,6 @@ def current_target(out_dir: Path) -> Path | None:
 
 def build_generation(
     out_dir: Path,
-    trust_list: TrustList,
     document: dict[str, Any],
     postfix_config_dir: Path | None,
     now: datetime,
@@ -162,8 +161,7 @@ def build_generation(
         os.chmod(staging, 0o755)  # noqa: S103 - Postfix (another user) reads the maps
         data = index_bytes(document)
         _write(staging / INDEX_FILE, data)
-        local = {key for key, entry in document["domains"].items() if entry["local"]}
-        transport, tls_policy = map_lines(trust_list.domains.values(), local)
+        transport, tls_policy = map_lines(document)
         for name, lines in (("transport", transport), ("tls_policy", tls_policy)):
             _write(staging / name, ("\n".join(lines) + "\n").encode("utf-8"))
             postmap(config_dir, staging / name)

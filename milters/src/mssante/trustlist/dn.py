@@ -18,8 +18,6 @@ Dn = tuple[Rdn, ...]
 
 _KEYSTRING = re.compile(r"[A-Za-z][A-Za-z0-9-]*\Z")
 _NUMERICOID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+\Z")
-_SPECIAL = ' "#+,;<=>\\'
-_HEX = "0123456789abcdefABCDEF"
 
 # Short names for the attribute types found in IGC-Santé certificates and RFC 4514's table.
 OID_NAMES = {
@@ -40,6 +38,7 @@ OID_NAMES = {
     "1.2.840.113549.1.9.1": "EMAILADDRESS",
 }
 _ALIASES = {"E": "EMAILADDRESS", "S": "ST", "SERIAL": "SERIALNUMBER"}
+_COMMON = {name: name for name in ("CN", "C", "L", "ST", "O", "OU", "DC", "UID", "STREET", "SERIALNUMBER")}
 
 
 class DnError(ValueError):
@@ -47,6 +46,9 @@ class DnError(ValueError):
 
 
 def _attribute_type(text: str) -> str:
+    known = _COMMON.get(text)
+    if known is not None:
+        return known
     name = text.strip(" ")
     if _KEYSTRING.match(name):
         upper = name.upper()
@@ -57,51 +59,61 @@ def _attribute_type(text: str) -> str:
     raise DnError(f"invalid attribute type {text!r}")
 
 
-def _unescape(text: str, start: int) -> tuple[str, int, str]:
-    """Read one value from ``text[start:]``; return it, the end index and the stop character."""
-    out: list[str] = []
-    raw = bytearray()
-    i = start
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            pair = text[i + 1 : i + 3]
-            if len(pair) == 2 and all(c in _HEX for c in pair):
-                raw.append(int(pair, 16))
-                i += 3
-                continue
-            if pair[:1] and pair[0] in _SPECIAL:
-                out.append(_flush(raw))
-                out.append(pair[0])
-                i += 2
-                continue
-            raise DnError(f"invalid escape at position {i}")
-        if char in ",+":
-            break
-        if char in '";<>\x00':
-            raise DnError(f"unescaped {char!r} at position {i}")
-        out.append(_flush(raw))
-        out.append(char)
-        i += 1
-    out.append(_flush(raw))
-    return "".join(out), i, text[i] if i < len(text) else ""
+# One attribute value: unescaped characters other than the specials, or escapes (pair or hex byte).
+_VALUE = re.compile(r'(?:[^\\,+";<>\x00]|\\(?:[0-9A-Fa-f]{2}|[ "#+,;<=>\\]))*')
+_ESCAPE = re.compile(r"((?:\\[0-9A-Fa-f]{2})+)|\\(.)")
+_HEXVALUE = re.compile(r"#(?:[0-9A-Fa-f]{2})+")
 
 
-def _flush(raw: bytearray) -> str:
-    if not raw:
-        return ""
-    try:
-        value = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DnError("escaped bytes are not UTF-8") from exc
-    raw.clear()
-    return value
+def _unescape_match(match: re.Match[str]) -> str:
+    if match.group(1):
+        try:
+            return bytes.fromhex(match.group(1).replace("\\", "")).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DnError("escaped bytes are not UTF-8") from exc
+    return match.group(2)
+
+
+def _value(text: str, start: int, attr: str) -> tuple[str, int]:
+    """Read one value from ``text[start:]``; return it and the index where it stops."""
+    if text.startswith("#", start):
+        hexmatch = _HEXVALUE.match(text, start)
+        if hexmatch is None:
+            raise DnError(f"invalid hex value for {attr}")
+        return hexmatch.group(0).lower(), hexmatch.end()
+    match = _VALUE.match(text, start)
+    assert match is not None  # the pattern matches the empty string
+    raw = match.group(0)
+    return (_ESCAPE.sub(_unescape_match, raw) if "\\" in raw else raw), match.end()
+
+
+_NOT_SIMPLE = re.compile(r'[\\+#";<>\x00]')
+
+
+def _parse_simple(text: str) -> Dn:
+    """The common case: no escape, no multi-valued RDN, no special character (fast path)."""
+    rdns = []
+    for position, part in enumerate(text.split(",")):
+        attr_text, equals, value = part.partition("=")
+        if not equals:
+            raise DnError(f"missing '=' in RDN {position + 1}")
+        attr = _attribute_type(attr_text)
+        if not value:
+            raise DnError(f"empty value for {attr}")
+        rdns.append(((attr, value),))
+    return tuple(rdns)
 
 
 def parse_dn(text: str) -> Dn:
     """Parse an RFC 4514 string; raise :class:`DnError` naming the problem."""
     if not text.strip():
         raise DnError("empty DN")
+    if _NOT_SIMPLE.search(text) is None:
+        return _parse_simple(text)
+    return _parse_general(text)
+
+
+def _parse_general(text: str) -> Dn:
     rdns: list[Rdn] = []
     current: list[tuple[str, str]] = []
     i = 0
@@ -110,16 +122,10 @@ def parse_dn(text: str) -> Dn:
         if equals < 0:
             raise DnError(f"missing '=' after position {i}")
         attr = _attribute_type(text[i:equals])
-        if text[equals + 1 : equals + 2] == "#":
-            match = re.match(r"#([0-9A-Fa-f]{2})+", text[equals + 1 :])
-            if match is None:
-                raise DnError(f"invalid hex value for {attr}")
-            value, end = match.group(0).lower(), equals + 1 + match.end()
-            stop = text[end] if end < len(text) else ""
-            if stop not in ",+":
-                raise DnError(f"unexpected {stop!r} after hex value of {attr}")
-        else:
-            value, end, stop = _unescape(text, equals + 1)
+        value, end = _value(text, equals + 1, attr)
+        stop = text[end] if end < len(text) else ""
+        if stop and stop not in ",+":
+            raise DnError(f"unescaped {stop!r} or invalid escape at position {end}")
         if not value:
             raise DnError(f"empty value for {attr}")
         current.append((attr, value))

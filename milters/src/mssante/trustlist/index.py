@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -76,32 +76,42 @@ def parse_timestamp(text: str) -> datetime:
     return parsed
 
 
-def _str_list(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise IndexLoadError(f"{where}: must be a list of strings")
-    return tuple(value)
+def _bad(key: Any, problem: str) -> IndexLoadError:
+    return IndexLoadError(f"domains[{key!r}]: {problem}")
 
 
-def _entry(key: Any, value: Any) -> DomainEntry:
-    if not isinstance(key, str) or not key or key != key.lower() or not key.isascii():
-        raise IndexLoadError(f"domains: key {key!r} is not a lower-case A-label")
-    if not isinstance(value, Mapping):
-        raise IndexLoadError(f"domains[{key}]: must be an object")
-    u_label = value.get("u_label", key)
-    local = value.get("local", False)
-    if not isinstance(u_label, str) or not isinstance(local, bool):
-        raise IndexLoadError(f"domains[{key}]: u_label must be a string and local a boolean")
-    cns = _str_list(value.get("cns", []), f"domains[{key}].cns")
-    dns = _str_list(value.get("dns", []), f"domains[{key}].dns")
-    return DomainEntry(a_label=key, u_label=u_label, cns=cns, dns=dns, local=local)
+def _check_entry(key: Any, value: Any, all_cns: set[str]) -> None:
+    """Check one entry in place (defaults filled in) and collect its folded CNs."""
+    if type(key) is not str or not key or not key.isascii() or key.lower() != key:
+        raise _bad(key, "the key is not a lower-case A-label")
+    if type(value) is not dict:
+        raise _bad(key, "must be an object")
+    u_label = value.setdefault("u_label", key)
+    cns = value.setdefault("cns", [])
+    dns = value.setdefault("dns", [])
+    if type(u_label) is not str or type(value.setdefault("local", False)) is not bool:
+        raise _bad(key, "u_label must be a string and local a boolean")
+    if type(cns) is not list or type(dns) is not list:
+        raise _bad(key, "cns and dns must be lists of strings")
+    for cn in cns:
+        if type(cn) is not str:
+            raise _bad(key, "cns must be a list of strings")
+        all_cns.add(cn.casefold())
+    for dn in dns:
+        if type(dn) is not str:
+            raise _bad(key, "dns must be a list of strings")
 
 
 class TrustIndex:
-    """An immutable, loaded ``index.json`` with O(1) lookups by A-label or U-label, any case."""
+    """An immutable, loaded ``index.json`` with O(1) lookups by A-label or U-label, any case.
+
+    Entries stay as the decoded JSON objects (checked once at load); a :class:`DomainEntry` is
+    built only for the domain looked up, so that loading a large list stays cheap.
+    """
 
     def __init__(
         self,
-        entries: Iterable[DomainEntry],
+        domains: dict[str, dict[str, Any]],
         generated: datetime,
         generation: str,
         signer: str | None = None,
@@ -111,18 +121,27 @@ class TrustIndex:
         self.generation = generation
         self.signer = signer
         self.source_sha256 = source_sha256
-        self._by_a: dict[str, DomainEntry] = {}
-        self._by_u: dict[str, DomainEntry] = {}
-        self._cns: dict[str, frozenset[str]] = {}
+        self._by_a = domains
+        self._by_u: dict[str, str] = {}
         all_cns: set[str] = set()
-        for entry in entries:
-            self._by_a[entry.a_label] = entry
-            self._by_u[_fold(entry.u_label)] = entry
-            folded = frozenset(_fold(cn) for cn in entry.cns)
-            self._cns[entry.a_label] = folded
-            all_cns |= folded
+        local: set[str] = set()
+        for key, value in domains.items():
+            _check_entry(key, value, all_cns)
+            if value["u_label"] != key:
+                self._by_u[_fold(value["u_label"])] = key
+            if value["local"]:
+                local.add(key)
         self._all_cns = frozenset(all_cns)
-        self.local_domains: frozenset[str] = frozenset(e.a_label for e in self._by_a.values() if e.local)
+        self.local_domains: frozenset[str] = frozenset(local)
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[DomainEntry], generated: datetime, generation: str) -> TrustIndex:
+        """Build an index from entries (tests, tools)."""
+        domains = {
+            e.a_label: {"u_label": e.u_label, "cns": list(e.cns), "dns": list(e.dns), "local": e.local}
+            for e in entries
+        }
+        return cls(domains, generated=generated, generation=generation)
 
     @classmethod
     def load(cls, directory: Path | str) -> TrustIndex:
@@ -158,9 +177,8 @@ class TrustIndex:
             raise IndexLoadError("index.json: domains must be an object")
         signer = data.get("signer")
         digest = data.get("source_sha256")
-        entries = [_entry(key, value) for key, value in domains.items()]
         return cls(
-            entries,
+            domains,
             generated=generated,
             generation=generation,
             signer=signer if isinstance(signer, str) else None,
@@ -170,29 +188,36 @@ class TrustIndex:
     def __len__(self) -> int:
         return len(self._by_a)
 
-    def entries(self) -> Iterable[DomainEntry]:
-        """Every entry, local ones included, in A-label order."""
-        return (self._by_a[key] for key in sorted(self._by_a))
+    def _entry(self, key: str) -> DomainEntry:
+        value = self._by_a[key]
+        return DomainEntry(key, value["u_label"], tuple(value["cns"]), tuple(value["dns"]), value["local"])
 
-    def lookup(self, domain: str) -> DomainEntry | None:
-        """The entry for ``domain`` (U-label or A-label, any case), or None; never raises."""
+    def entries(self) -> Iterator[DomainEntry]:
+        """Every entry, local ones included, in A-label order."""
+        return (self._entry(key) for key in sorted(self._by_a))
+
+    def _key(self, domain: str) -> str | None:
         if not isinstance(domain, str):
             return None
         if not domain.isascii() and not domain.endswith("."):
-            entry = self._by_u.get(_fold(domain))
-            if entry is not None:
-                return entry
+            key = self._by_u.get(_fold(domain))
+            if key is not None:
+                return key
         key = normalise_domain(domain)
-        if key is None:
-            return None
-        return self._by_a.get(key)
+        return key if key is not None and key in self._by_a else None
+
+    def lookup(self, domain: str) -> DomainEntry | None:
+        """The entry for ``domain`` (U-label or A-label, any case), or None; never raises."""
+        key = self._key(domain)
+        return None if key is None else self._entry(key)
 
     def cn_listed_for(self, domain: str, cn: str) -> bool:
         """True when ``cn`` (case-insensitive) is listed for ``domain``'s certificates."""
-        entry = self.lookup(domain)
-        if entry is None or not isinstance(cn, str):
+        key = self._key(domain)
+        if key is None or not isinstance(cn, str):
             return False
-        return _fold(cn) in self._cns[entry.a_label]
+        wanted = _fold(cn)
+        return any(_fold(listed) == wanted for listed in self._by_a[key]["cns"])
 
     def any_listed_cn(self, cn: str) -> bool:
         """True when ``cn`` is listed for any domain of the trust list."""
@@ -200,8 +225,8 @@ class TrustIndex:
 
     def is_local(self, domain: str) -> bool:
         """True when ``domain`` is one of the hospital's own MSSanté domains."""
-        entry = self.lookup(domain)
-        return entry is not None and entry.local
+        key = self._key(domain)
+        return key is not None and bool(self._by_a[key]["local"])
 
 
 class IndexWatcher:

@@ -22,6 +22,9 @@ NAMESPACE = "https://listeblanche.mssante.fr/schema"
 ROOT_TAG = f"{{{NAMESPACE}}}ListeBlancheMSSante"
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+_DOMAINE = f"{{{NAMESPACE}}}Domaine"
+_NOM = f"{{{NAMESPACE}}}Nom"
+_DN = f"{{{NAMESPACE}}}DNCertificatOperateur"
 
 _DECLARATIONS = re.compile(rb"<!\s*(DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
 _LDH_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
@@ -89,13 +92,7 @@ def normalise_name(name: str) -> tuple[str, str]:
         raise ValueError(f"{name!r} is not a valid IDNA 2008 name: {exc}") from exc
 
 
-def _field(entry: Any, tag: str, where: str) -> str:
-    found = entry.findall(f"{{{NAMESPACE}}}{tag}")
-    if not found:
-        raise refuse(f"{where}: no <{tag}>")
-    if len(found) > 1:
-        raise refuse(f"{where}: several <{tag}>")
-    element = found[0]
+def _text(element: Any, tag: str, where: str) -> str:
     if len(element):
         raise refuse(f"{where}: <{tag}> must hold text only")
     text = (element.text or "").strip()
@@ -104,8 +101,33 @@ def _field(entry: Any, tag: str, where: str) -> str:
     return text
 
 
-def _certificate(entry: Any, where: str) -> Certificate:
-    text = _field(entry, "DNCertificatOperateur", where)
+def _field(parent: Any, tag: str, where: str) -> str:
+    found = parent.findall(f"{{{NAMESPACE}}}{tag}")
+    if not found:
+        raise refuse(f"{where}: no <{tag}>")
+    if len(found) > 1:
+        raise refuse(f"{where}: several <{tag}>")
+    return _text(found[0], tag, where)
+
+
+def _entry_fields(entry: Any, position: int) -> tuple[str, str]:
+    """``(Nom, DNCertificatOperateur)`` of one ``<Domaine>``, each exactly once (one pass)."""
+    where = f"entry {position}"
+    found: dict[str, list[Any]] = {_NOM: [], _DN: []}
+    name = ""
+    for child in entry.iterchildren(_NOM, _DN):
+        found[child.tag].append(child)
+    for tag, elements in found.items():
+        short = tag.rpartition("}")[2]
+        if len(elements) != 1:
+            raise refuse(f"{where}: {'no' if not elements else 'several'} <{short}>")
+        if tag == _NOM:
+            name = _text(elements[0], short, where)
+            where = f"entry {position} ({name!r})"
+    return name, _text(found[_DN][0], "DNCertificatOperateur", where)
+
+
+def _certificate(text: str, where: str) -> Certificate:
     try:
         parsed = dnlib.parse_dn(text)
     except dnlib.DnError as exc:
@@ -124,6 +146,35 @@ def _generated(root: Any) -> Any:
         raise refuse(f"DateDeGeneration {text!r} is not an ISO 8601 time with a zone") from exc
 
 
+_XNS = {"n": NAMESPACE}
+_ENTRIES = "n:ListeDomaines/n:Domaine"
+# Any irregular entry (another element, a missing, repeated or structured field, a field not made
+# of exactly one text node) sends the list to the entry-by-entry path, which names the problem.
+_IRREGULAR = etree.XPath(
+    "count(n:ListeDomaines/*[not(self::n:Domaine)"
+    " or count(n:Nom) != 1 or count(n:DNCertificatOperateur) != 1"
+    " or n:Nom/* or n:DNCertificatOperateur/*"
+    " or count(n:Nom/text()) != 1 or count(n:DNCertificatOperateur/text()) != 1])",
+    namespaces=_XNS,
+)
+_NAMES = etree.XPath(f"{_ENTRIES}/n:Nom/text()", namespaces=_XNS, smart_strings=False)
+_DNS = etree.XPath(f"{_ENTRIES}/n:DNCertificatOperateur/text()", namespaces=_XNS, smart_strings=False)
+
+
+def _raw_fields(root: Any, container: Any) -> list[tuple[str, str]]:
+    """``(Nom, DNCertificatOperateur)`` texts of every entry, in order, structure checked."""
+    if _IRREGULAR(root) == 0:
+        names, dns = _NAMES(root), _DNS(root)
+        if len(names) == len(dns) == len(container):
+            return list(zip(names, dns, strict=True))
+    pairs = []
+    for position, entry in enumerate(container, start=1):
+        if entry.tag != _DOMAINE:
+            raise refuse(f"entry {position}: unexpected element {entry.tag!r} in <ListeDomaines>")
+        pairs.append(_entry_fields(entry, position))
+    return pairs
+
+
 def extract(root: Any, signer: str | None) -> TrustList:
     """Turn a parsed, verified tree into a :class:`TrustList`; refuse any broken entry."""
     generated = _generated(root)
@@ -131,20 +182,24 @@ def extract(root: Any, signer: str | None) -> TrustList:
     if len(lists) != 1:
         raise refuse(f"expected exactly one <ListeDomaines>, found {len(lists)}")
     domains: dict[str, Domain] = {}
-    entries = 0
-    for position, entry in enumerate(lists[0], start=1):
-        if entry.tag != f"{{{NAMESPACE}}}Domaine":
-            raise refuse(f"entry {position}: unexpected element {entry.tag!r} in <ListeDomaines>")
-        where = f"entry {position}"
-        name = _field(entry, "Nom", where)
+    names: dict[str, tuple[str, str]] = {}
+    for position, (raw_name, raw_dn) in enumerate(_raw_fields(root, lists[0]), start=1):
+        name, dn_text = raw_name.strip(), raw_dn.strip()
+        if not name:
+            raise refuse(f"entry {position}: empty <Nom>")
         where = f"entry {position} ({name!r})"
-        try:
-            a_label, u_label = normalise_name(name)
-        except ValueError as exc:
-            raise refuse(f"{where}: {exc}") from exc
-        certificate = _certificate(entry, where)
-        domain = domains.setdefault(a_label, Domain(a_label=a_label, u_label=u_label))
+        if not dn_text:
+            raise refuse(f"{where}: empty <DNCertificatOperateur>")
+        labels = names.get(name)
+        if labels is None:
+            try:
+                labels = names[name] = normalise_name(name)
+            except ValueError as exc:
+                raise refuse(f"{where}: {exc}") from exc
+        certificate = _certificate(dn_text, where)
+        domain = domains.get(labels[0])
+        if domain is None:
+            domain = domains[labels[0]] = Domain(a_label=labels[0], u_label=labels[1])
         if certificate not in domain.certificates:
             domain.certificates.append(certificate)
-        entries += 1
-    return TrustList(generated=generated, domains=domains, entries=entries, signer=signer)
+    return TrustList(generated=generated, domains=domains, entries=len(lists[0]), signer=signer)

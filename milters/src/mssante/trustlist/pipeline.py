@@ -124,9 +124,7 @@ def _attempt(
         message = "same content as the current list: nothing to switch"
         return Result(Outcome.UNCHANGED, message, target.name), _describe(trust_list, target.name, digest)
     try:
-        generation = compiler.build_generation(
-            out_dir, trust_list, document, settings.postfix_config_dir, now
-        )
+        generation = compiler.build_generation(out_dir, document, settings.postfix_config_dir, now)
         compiler.switch(out_dir, generation)
     except (OSError, compiler.CompileError) as exc:
         return Result(Outcome.COMPILE_FAILED, f"compiling failed: {exc}"), {}
