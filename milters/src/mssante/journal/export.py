@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import zipfile
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from mssante.journal.merkle import TreeHashes, range_nodes
 from mssante.journal.note import parse_checkpoint
 from mssante.journal.store import Store
 
+_SEQ = re.compile(rb'"seq":(\d+)[,}]')
+_TIME = re.compile(rb'"time":"([0-9T:.Z-]+)"')
 VERIFIER = Path(__file__).with_name("bundle_verifier.py")
 CSV_FIELDS = [
     "seq",
@@ -91,11 +94,13 @@ def load(directory: Path, progress: Callable[[int], None] | None = None) -> Load
 
 def _records(store: Store, since: str | None, until: str | None, limit: int) -> Iterator[tuple[int, bytes]]:
     for line in store.lines():
-        record = json.loads(line.data)
-        seq = record["seq"]
+        seq_match, time_match = _SEQ.search(line.data), _TIME.search(line.data)
+        if seq_match is None or time_match is None:
+            raise ExportError(f"record at {line.segment.path.name}:{line.number} is damaged; run verify")
+        seq, when = int(seq_match.group(1)), time_match.group(1).decode()
         if seq >= limit:
             return
-        if (since is None or record["time"] >= since) and (until is None or record["time"] < until):
+        if (since is None or when >= since) and (until is None or when < until):
             yield seq, line.data
 
 
