@@ -1,0 +1,306 @@
+"""The Python-side roles run for real on a host made of a private mount namespace.
+
+`mssante`, `mssante_journal`, `mssante_trustlist` and `mssante_milter` are applied with the dev venv's
+ansible-playbook inside a mount namespace where the host paths they write (/etc/mssante,
+/var/lib/mssante, /run/mssante, /opt/mssante, /var/log/mssante, /etc/supervisor,
+/var/spool/postfix-mssante) are bind mounts of a temporary directory, so the roles use their default
+paths as on a real host and this machine's real directories are left alone. There is no systemd as
+PID 1 here, so `mssante_service_manager: auto` picks supervisor: the test checks that supervisord
+keeps the services up and restarts one killed with SIGKILL, and that a second run changes nothing.
+
+Known side effect on the machine running the test: the `mssante` system user and group are
+created in the real /etc/passwd and /etc/group (a mount namespace cannot isolate them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.common import make_base_dir, remove_base_dir, tail, wait_until
+
+pytestmark = pytest.mark.devonly
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_LIST = Path("/work/shared/mssante/listeblanche-sample.xml")
+MOUNTS = (
+    "/etc/mssante",
+    "/var/lib/mssante",
+    "/run/mssante",
+    "/opt/mssante",
+    "/var/log/mssante",
+    "/etc/supervisor",
+    "/var/spool/postfix-mssante",
+)
+# The container's own supervisord configuration: Debian's, with its socket and pid file kept
+# inside the (bind-mounted) /etc/supervisor rather than the machine's shared /run.
+SUPERVISORD_CONF = """\
+[unix_http_server]
+file=/etc/supervisor/supervisor.sock
+chmod=0700
+
+[supervisord]
+logfile=/var/log/mssante/supervisord.log
+pidfile=/etc/supervisor/supervisord.pid
+childlogdir=/var/log/mssante
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix:///etc/supervisor/supervisor.sock
+
+[include]
+files = /etc/supervisor/conf.d/*.conf
+"""
+
+
+class Host:
+    """A mount namespace holding the bind mounts; commands run in it with nsenter."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.created: list[Path] = []
+        for target in MOUNTS:
+            source = base / "root" / target.lstrip("/")
+            source.mkdir(parents=True, exist_ok=True)
+            mountpoint = Path(target)
+            if not mountpoint.exists():
+                mountpoint.mkdir(parents=True)
+                self.created.append(mountpoint)
+        conf = base / "root/etc/supervisor"
+        (conf / "conf.d").mkdir(exist_ok=True)
+        (conf / "supervisord.conf").write_text(SUPERVISORD_CONF, encoding="utf-8")
+        script = "".join(f"mount --bind {base / 'root' / t.lstrip('/')} {t} && " for t in MOUNTS)
+        self.holder = subprocess.Popen(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script + "echo ready && exec sleep 3600",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.holder.stdout is not None
+        line = self.holder.stdout.readline()
+        if line.strip() != "ready":
+            self.close()
+            raise RuntimeError("could not build the mount namespace")
+
+    def run(
+        self, argv: list[str], check: bool = True, timeout: float = 600, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["nsenter", "-t", str(self.holder.pid), "-m", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **env},
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{argv} exited {result.returncode}\n{tail(result.stdout)}\n{tail(result.stderr)}"
+            )
+        return result
+
+    def path(self, host_path: str) -> Path:
+        for target in MOUNTS:
+            if host_path == target or host_path.startswith(target + "/"):
+                return self.base / "root" / host_path.lstrip("/")
+        return Path(host_path)
+
+    def supervisorctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            ["supervisorctl", "-c", "/etc/supervisor/supervisord.conf", *args], check=False, timeout=60
+        )
+
+    def close(self) -> None:
+        if self.holder.poll() is None:
+            self.supervisorctl("shutdown")
+            self.holder.kill()
+            self.holder.wait(timeout=30)
+        for mountpoint in reversed(self.created):
+            try:
+                mountpoint.rmdir()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    base = make_base_dir("mssante-roles-")
+    h = Host(base)
+    try:
+        yield h
+    finally:
+        h.close()
+        remove_base_dir(base)
+
+
+def _write_play(base: Path) -> tuple[Path, Path]:
+    # A snapshot of milters/, so that both runs build the wheel from the same sources while the
+    # checkout changes under them (the role rebuilds and reinstalls on any change, by design).
+    source = base / "milters"
+    shutil.copytree(
+        REPO / "milters", source, ignore=shutil.ignore_patterns(".*", "__pycache__", "*.egg-info")
+    )
+    inventory = base / "inventory.yml"
+    ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": {
+                        "testhost": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": "/usr/bin/python3",
+                            "mssante_host_id": "test-host-1",
+                            "mssante_wheel_source_dir": str(source),
+                            "mssante_domains": ["hopital-exemple.mssante.fr"],
+                            "mssante_igc_chain": str(ca),
+                            "mssante_trustlist_source": str(SAMPLE_LIST),
+                            "mssante_trustlist_require_signature": False,
+                            "mssante_mailboxes": [
+                                {
+                                    "address": "dr.martin@hopital-exemple.mssante.fr",
+                                    "type": "PER",
+                                    "owners": ["dr.martin"],
+                                    "rpps": "10001234567",
+                                },
+                                {
+                                    "address": "dpi@hopital-exemple.mssante.fr",
+                                    "type": "APP",
+                                    "owners": ["dpi-app"],
+                                    "cert_cns": ["dpi.hopital-exemple.fr"],
+                                    "structure_id": "1000000001",
+                                    "red_list": True,
+                                },
+                            ],
+                        }
+                    }
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
+    play = base / "play.yml"
+    play.write_text(
+        "- name: Python side of the MSSanté operator\n"
+        "  hosts: all\n"
+        "  gather_facts: false\n"
+        "  roles: [mssante, mssante_journal, mssante_trustlist, mssante_milter]\n",
+        encoding="utf-8",
+    )
+    return inventory, play
+
+
+def _playbook(host: Host, inventory: Path, play: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = Path(sys.executable).parent
+    return host.run(
+        [str(bin_dir / "ansible-playbook"), "-i", str(inventory), str(play), *extra],
+        check=False,
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+        ANSIBLE_STDOUT_CALLBACK="default",
+        ANSIBLE_NOCOLOR="1",
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+    )
+
+
+def _recap(output: str) -> dict[str, int]:
+    for line in output.splitlines():
+        if line.startswith("testhost") and "ok=" in line:
+            return {k: int(v) for k, v in (item.split("=") for item in line.split(":", 1)[1].split())}
+    raise AssertionError(f"no play recap in:\n{tail(output)}")
+
+
+def _status(host: Host) -> dict[str, tuple[str, int | None]]:
+    out = host.supervisorctl("status").stdout
+    states: dict[str, tuple[str, int | None]] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            pid = int(parts[3].rstrip(",")) if len(parts) > 3 and parts[2] == "pid" else None
+            states[parts[0]] = (parts[1], pid)
+    return states
+
+
+@pytest.mark.timeout(1500)
+def test_python_roles_converge_run_services_and_are_idempotent(host: Host) -> None:
+    """The four roles install the host runtime, render and validate the config, and keep the services up."""
+    inventory, play = _write_play(host.base)
+    first = _playbook(host, inventory, play)
+    assert first.returncode == 0, tail(first.stdout, 120) + tail(first.stderr)
+
+    # The wheel runs with the host runtime (Debian's python3 + packages through the venv).
+    venv_python = "/opt/mssante/bin/python"
+    assert (
+        host.run([venv_python, "-c", "import sys; print(sys.version_info[:2])"]).stdout.strip() == "(3, 11)"
+    )
+    milter_help = host.run(["/opt/mssante/bin/mssante-milter", "--help"])
+    assert "check-config" in milter_help.stdout
+    origin = host.run(
+        [venv_python, "-c", "import Milter, cryptography; print(Milter.__file__, cryptography.__version__)"]
+    )
+    assert "/usr/lib/python3/dist-packages/" in origin.stdout
+
+    # The configuration is the contract of docs/configuration.md and passes check-config.
+    config = yaml.safe_load(host.path("/etc/mssante/mssante.yml").read_text(encoding="utf-8"))
+    assert config["host_id"] == "test-host-1"
+    assert config["trustlist"]["local_domains"] == ["hopital-exemple.mssante.fr"]
+    assert config["milter"]["trustlist_dir"] == "/var/lib/mssante/trustlist/current"
+    host.run([venv_python, "-m", "mssante.milter", "check-config", "/etc/mssante/mssante.yml"])
+    table = json.loads(host.path("/etc/mssante/mailboxes.json").read_text(encoding="utf-8"))
+    assert table["schema"] == 1
+    assert [m["type"] for m in table["mailboxes"]] == ["PER", "APP"]
+
+    # The journal key exists, private to the journal owner; the trust list is compiled.
+    key = host.path("/etc/mssante/journal/signing.key").stat()
+    assert oct(key.st_mode & 0o777) == "0o600"
+    assert host.path("/var/lib/mssante/trustlist/current").is_symlink()
+    assert (host.path("/var/lib/mssante/trustlist/current") / "index.json").exists() or (
+        host.path("/var/lib/mssante/trustlist")
+        / os.readlink(host.path("/var/lib/mssante/trustlist/current"))
+        / "index.json"
+    ).exists()
+
+    # supervisord keeps every service and periodic loop running; the milter's socket is up.
+    states = _status(host)
+    expected = {"mssante-journal", "mssante-journal-verify", "mssante-trustlist-refresh", "mssante-milter"}
+    assert expected <= set(states), states
+    assert all(states[name][0] == "RUNNING" for name in expected), states
+    assert (
+        host.run(["test", "-S", "/var/spool/postfix-mssante/mssante/milter.sock"], check=False).returncode
+        == 0
+    )
+
+    # A service killed with SIGKILL is restarted.
+    _, old_pid = states["mssante-milter"]
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    restarted = wait_until(
+        lambda: (s := _status(host).get("mssante-milter")) and s[0] == "RUNNING" and s[1] != old_pid and s,
+        timeout=60,
+        what="mssante-milter restarted by supervisord",
+    )
+    assert restarted
+
+    # Second run: nothing changes.
+    second = _playbook(host, inventory, play)
+    assert second.returncode == 0, tail(second.stdout, 120)
+    recap = _recap(second.stdout)
+    assert recap["changed"] == 0, tail(second.stdout, 200)
