@@ -128,7 +128,13 @@ def verify_bundle(files: dict[str, bytes], key: str) -> list[dict[str, Any]]:
 
 
 def verify_proof(text: bytes, key: str) -> None:
-    proof = json.loads(text)
+    """Check a proof (or a list of proofs) written by `mssante-journal prove`."""
+    loaded = json.loads(text)
+    for proof in loaded if isinstance(loaded, list) else [loaded]:
+        verify_one_proof(proof, key)
+
+
+def verify_one_proof(proof: dict[str, Any], key: str) -> None:
     _, size, root = open_checkpoint(proof["checkpoint"], key)
     index, digest = proof["index"], leaf_hash(proof["record"].encode())
     if size != proof["tree_size"] or index >= size:
@@ -167,13 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         files = read_bundle(args.bundle)
-        key = args.public_key or files["public-key.txt"].decode()
+        key = args.public_key or files.get("public-key.txt", b"").decode()
         if args.public_key and Path(args.public_key).is_file():
             key = Path(args.public_key).read_text()
         if not args.public_key:
             print("note: using the public key shipped in the bundle; compare its fingerprint with yours:")
         print("public key fingerprint:", hashlib.sha256(parse_key(key)[2]).hexdigest())
-        records = verify_bundle(files, key)
+        records = verify_bundle(files, key) if "records.jsonl" in files or not args.proof else []
         for proof in args.proof:
             verify_proof(proof.read_bytes(), key)
         for eml in args.eml:

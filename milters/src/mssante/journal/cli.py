@@ -184,6 +184,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    days = args.older_than or _settings(args).retention_days
+    return _owner_call(args, "purge", older_than_days=days)
+
+
 def _owner_call(args: argparse.Namespace, op: str, **kw: object) -> int:
     """Ask the running owner; when none runs, do it here holding the lock."""
     settings = _settings(args)
@@ -229,8 +234,8 @@ def _parser() -> argparse.ArgumentParser:
     add("serve", cmd_serve, owner=True)
     add("self-verify", cmd_self_verify, owner=True)
     add("rotate-key", lambda a: _owner_call(a, "rotate-key"), owner=True)
-    purge = add("purge", lambda a: _owner_call(a, "purge", older_than_days=a.older_than), owner=True)
-    purge.add_argument("--older-than", type=int, required=True, metavar="DAYS")
+    purge = add("purge", cmd_purge, owner=True)
+    purge.add_argument("--older-than", type=int, metavar="DAYS", help="default: journal.retention_days")
     verify = add("verify", cmd_verify)
     verify.add_argument("--checkpoint", action="append", default=[], help="a checkpoint kept elsewhere")
     verify.add_argument("--json", action="store_true")
