@@ -188,3 +188,10 @@ def test_trust1_broken_entry_refused_naming_it(old: bytes, new: bytes, expected:
 def test_trust1_utf16_refused() -> None:
     data = sample_bytes().decode("utf-8").replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
     assert "UTF-8" in refusal(data)
+
+
+def test_trust1_declared_non_utf8_encoding_refused() -> None:
+    latin = sample_bytes().replace(b'encoding="UTF-8"', b'encoding="ISO-8859-1"')
+    assert "UTF-8" in refusal(latin)
+    lower = sample_bytes().replace(b'encoding="UTF-8"', b"encoding='utf-8'")
+    assert len(parsed(lower).domains) == 6  # control

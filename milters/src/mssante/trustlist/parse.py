@@ -27,6 +27,7 @@ _NOM = f"{{{NAMESPACE}}}Nom"
 _DN = f"{{{NAMESPACE}}}DNCertificatOperateur"
 
 _DECLARATIONS = re.compile(rb"<!\s*(DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
+_ENCODING = re.compile(rb"(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*[\"']([^\"']*)[\"']")
 _LDH_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
@@ -56,7 +57,9 @@ def parse_document(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     if match is not None:
         kind = match.group(1).decode("ascii").upper()
         raise refuse(f"forbidden {kind} declaration (DTDs and entities are not allowed)")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or data[:4] in (b"\x00<\x00?", b"<\x00?\x00"):
+    declared = _ENCODING.match(data)
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff")) or data[:4] in (b"\x00<\x00?", b"<\x00?\x00")
+    if utf16 or (declared is not None and declared.group(1).lower() not in (b"utf-8", b"utf8")):
         raise refuse("the file must be encoded in UTF-8")
     try:
         root = etree.fromstring(data, parser=_parser())
