@@ -112,7 +112,7 @@ class MilterLab:
                 "submission_port": self.submission_port,
                 "metrics_listen": f"{self.address}:{self.metrics_port}",
                 "socket_umask": "0000",
-                "aggregate_window_seconds": 1,
+                "aggregate_window_seconds": 3600,  # aggregates reach the journal at shutdown
                 "reload_interval_seconds": 0.2,
             },
         }

@@ -26,6 +26,7 @@ from tests.milter.harness import (
     simple_message,
 )
 
+from mssante.milter.journal import JournalUnavailable
 from mssante.milter.reasons import Reason
 
 
@@ -334,3 +335,26 @@ def test_reply_sentences_are_ascii() -> None:
 
     assert set(SENTENCES) == set(Reason)
     assert all(text.isascii() and "%" not in text for text in SENTENCES.values())
+
+
+def test_trace1_aggregate_flushed_early_ends_its_window_now(tmp_path: Path) -> None:
+    """A forced flush (shutdown) journals the current window with window_end = now, not in the future."""
+    world = World(tmp_path)
+    world.clock.now = 1_780_000_020.0 + 30  # 1_780_000_020 is a multiple of 60: 30 s into a window
+    assert connect(world, port=587)._envfrom(f"<dr.martin@{LOCAL}>") == Milter.REJECT
+    assert world.aggregator.flush() == 0
+    assert world.aggregator.flush(force=True) == 1
+    [record] = world.records()
+    assert (record["window_start"], record["window_end"]) == ("2026-05-28T20:27:00Z", "2026-05-28T20:27:30Z")
+
+
+def test_trace1_aggregate_kept_when_journal_down(tmp_path: Path) -> None:
+    """Counts survive a journal outage and are journaled at the next flush."""
+    world = World(tmp_path)
+    assert connect(world, port=587)._envfrom(f"<dr.martin@{LOCAL}>") == Milter.REJECT
+    world.aggregator.sink = FailingJournal()
+    with pytest.raises(JournalUnavailable):
+        world.aggregator.flush(force=True)
+    world.aggregator.sink = world.journal
+    assert world.aggregator.flush(force=True) == 1
+    assert world.records()[0]["count"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -69,6 +70,10 @@ def run(config: MilterConfig) -> int:
 
     from mssante.milter.adapter import install  # noqa: PLC0415
 
+    # libmilter stops on SIGTERM, SIGINT and SIGHUP from its own signal thread (sigwait); block them
+    # before any other thread starts, so that none of ours takes the default action (dying without
+    # journaling the pending aggregated refusals).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
     registry = CollectorRegistry()
     services, aggregator = build(config, registry)
     if config.metrics_listen is not None:
@@ -88,6 +93,7 @@ def run(config: MilterConfig) -> int:
             aggregator.flush(force=True)
         except JournalUnavailable:
             LOG.exception("aggregated refusals lost at shutdown")
+    LOG.info("mssante-milter stopped")
     return 0
 
 

@@ -96,7 +96,9 @@ class Aggregator:
 
     ``count`` only adds to memory; ``flush`` (called by a timer and at shutdown) appends one
     ``refused-aggregate`` record per (window, reason) whose window has ended, and keeps the counts
-    for a later attempt when the journal is unavailable.
+    for a later attempt when the journal is unavailable. Windows are aligned on multiples of the
+    window length; a flush at shutdown ends the current window early (``window_end`` = now), so
+    several records may share a window start: their counts add up.
     """
 
     def __init__(self, sink: JournalSink, window_seconds: float, clock: Callable[[], float]) -> None:
@@ -128,7 +130,7 @@ class Aggregator:
             record = {
                 "type": "refused-aggregate",
                 "window_start": iso(start),
-                "window_end": iso(start + self.window),
+                "window_end": iso(min(start + self.window, now)),  # a forced flush ends the window now
                 "reason": reason.value,
                 "count": count,
             }
