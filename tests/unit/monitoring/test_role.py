@@ -134,3 +134,41 @@ def test_role_refuses_broken_rules(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Install the alert rules" in result.stdout
     assert not (rules_dir / "mssante-alerts.yml").exists(), "the broken file never went live"
+
+
+@pytest.mark.devonly
+def test_trust8_certcheck_declared_in_the_services_list(tmp_path: Path) -> None:
+    """With role mssante's defaults, the checker becomes a periodic job of the one services list
+    (check mode: the job script and the service entry are rendered, nothing is started)."""
+    play = {
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "vars_files": [str(ROOT / "roles" / "mssante" / "defaults" / "main.yml")],
+        "vars": {
+            "ansible_python_interpreter": sys.executable,
+            "mssante_monitoring_install_rules": False,
+            "mssante_monitoring_install_dashboard": False,
+            "mssante_monitoring_certcheck_output_dir": str(tmp_path / "metrics"),
+            "mssante_monitoring_node_exporter_textfile_dir": str(tmp_path / "node"),
+            "mssante_monitoring_certcheck_crls": [{"ca": "igc_sante_org", "crl": "/r/igc_sante_org.crl"}],
+        },
+        "roles": ["mssante_monitoring"],
+    }
+    (tmp_path / "play.yml").write_text(yaml.safe_dump([play]), encoding="utf-8")
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": f"{ROOT}/roles"}
+    result = subprocess.run(
+        [_ansible_playbook(), "-i", "localhost,", "--check", "--diff", str(tmp_path / "play.yml")],
+        capture_output=True, text=True, env=env, check=False, timeout=170, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    command = (
+        "+/opt/mssante/bin/python -m mssante.certcheck"
+        " --certificate igc_chain=/etc/mssante/tls/igc-sante-chain.pem"
+        " --certificate operator=/etc/mssante/tls/operator.crt"
+        " --certificate trustlist_ca=/etc/mssante/tls/igc-sante-chain.pem"
+        " --crl igc_sante_org=/r/igc_sante_org.crl"
+        f" --textfile {tmp_path}/metrics/mssante_certcheck.prom\n"
+    )
+    assert command in result.stdout
+    assert '+case " 0 1 " in' in result.stdout, "a problem found (exit 1) is not a job failure"
