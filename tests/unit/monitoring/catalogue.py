@@ -166,9 +166,31 @@ def _family_type_problem(family_name: str, family_type: str, series: Series) -> 
     return None
 
 
+def code_enums() -> dict[str, frozenset[str]]:
+    """The closed sets of the producers' enums (milter Reason, trust-list Outcome), when importable."""
+    sets: dict[str, frozenset[str]] = {}
+    try:
+        from mssante.milter.reasons import Reason  # noqa: PLC0415
+
+        sets["reason"] = frozenset(member.value for member in Reason)
+    except ImportError:
+        pass
+    try:
+        from mssante.trustlist.model import Outcome  # noqa: PLC0415
+
+        sets["outcome"] = frozenset(member.value for member in Outcome)
+    except ImportError:
+        pass
+    return sets
+
+
 def check_exposition(text: str, dynamic: Mapping[str, Collection[str]] | None = None) -> list[str]:
-    """Every violation of the catalogue and of the no-personal-data rule on a /metrics page."""
-    dynamic = dynamic or {}
+    """Every violation of the catalogue and of the no-personal-data rule on a /metrics page.
+
+    ``dynamic`` gives the closed sets of configured labels (``ca``) and overrides the producers'
+    enums (``reason``, ``outcome``), which are used by default.
+    """
+    dynamic = {**code_enums(), **(dynamic or {})}
     problems: list[str] = []
     for family in text_string_to_metric_families(text):
         series = _BY_FAMILY.get(family.name) or series_for(family.name)
@@ -184,7 +206,7 @@ def check_exposition(text: str, dynamic: Mapping[str, Collection[str]] | None = 
                 kind = personal_data_kind(value) if label not in {"le", "quantile", "version"} else None
                 if kind:
                     problems.append(f"{sample.name}: {label}={value!r} looks like {kind}")
-            if series is not None:
+            if series is not None and not sample.name.endswith("_created"):  # same labels as its counter
                 problems += _check_sample(sample.name, sample.labels, series, dynamic)
     return problems
 

@@ -124,3 +124,15 @@ def test_trace2_accepted_ca_name_is_never_personal(value: str) -> None:
 def test_trace2_no_address_is_a_valid_ca_name(address: str) -> None:
     assert not cfg.CA_NAME.match(address)
     assert personal_data_kind(address) == "an address"
+
+
+def test_trace2_reason_and_outcome_checked_against_the_code_enums() -> None:
+    """Without explicit sets, ``reason`` and ``outcome`` must be values of the producers' enums."""
+    registry = CollectorRegistry()
+    labels = ["direction", "decision", "reason"]
+    decisions = Counter("mssante_milter_decisions", "test", labels, registry=registry)
+    decisions.labels("inbound", "refuse", "peer-cn-not-listed").inc()  # control: a Reason value
+    decisions.labels("inbound", "refuse", "made-up-reason").inc()
+    assert check_exposition(generate_latest(registry).decode("utf-8")) == [
+        "mssante_milter_decisions_total: reason='made-up-reason' is outside its closed set"
+    ]
