@@ -18,6 +18,8 @@ from tests.milter.harness import write_trustlist
 from tests.milter.lab import MilterLab, start_lab, stop_lab, trust_index
 from tests.support.common import wait_until
 
+from mssante.journal.digest import body_sha256_of_message
+
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[MilterLab]:
@@ -160,6 +162,7 @@ def test_msg2_msg4_forged_tags_stripped_mss_headers_and_content_byte_for_byte(la
         b"--b1\r\nContent-Type: application/zip; name=IHE_XDM.ZIP\r\n"
         b"Content-Transfer-Encoding: base64\r\n\r\n"
         b"UEsDBBQAAAAIAAAAIQBsb3JlbSBpcHN1bSBkb2xvciBzaXQgYW1ldA==\r\n--b1--\r\n"
+        b".a line that SMTP dot-stuffs\r\n"
     )
     msgid, raw = message(f"dr.durand@{lab.peer}", f"dr.martin@{lab.local}", forged + mss + mime, body)
     t = lab.send(lab.peer_port, f"dr.durand@{lab.peer}", [f"dr.martin@{lab.local}"], raw, cert=lab.pki.peer)
@@ -172,6 +175,7 @@ def test_msg2_msg4_forged_tags_stripped_mss_headers_and_content_byte_for_byte(la
     assert received_body == body
     record = accepted_record(lab, t.queue_id)
     assert record["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert record["body_sha256"] == body_sha256_of_message(got.data)  # an auditor's recomputation
 
 
 def test_metrics_endpoint_counts_without_personal_data(lab: MilterLab) -> None:
@@ -275,3 +279,16 @@ def test_milter_on_inet_socket() -> None:
         assert t.mail is not None and "(reason peer-cn-not-listed-for-domain;" in t.mail.text
     finally:
         stop_lab(lab)
+
+
+def test_body_line_over_998_octets_refused_not_folded(lab: MilterLab) -> None:
+    """Design: a 999-octet body line is refused (550 5.6.0) rather than folded later; 998 passes."""
+    sender, rcpt = f"dr.durand@{lab.peer}", f"dr.martin@{lab.local}"
+    _, raw = message(sender, rcpt, body=b"a" * 999 + b"\r\n")
+    t = lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.peer)
+    assert t.data is not None and t.data.code == 550 and t.data.text.startswith("5.6.0"), t
+    assert "(reason line-too-long;" in t.data.text
+    msgid, raw = message(sender, rcpt, body=b"a" * 998 + b"\r\n")
+    assert lab.send(lab.peer_port, sender, [rcpt], raw, cert=lab.pki.peer).delivered
+    [got] = wait_until(lambda: lab.received(msgid), 20, "control delivery")
+    assert b"a" * 998 + b"\r\n" in got.data

@@ -6,6 +6,7 @@ sender ownership), MSG-4 (tagging), TRACE-1 (journal records). Each refusal has 
 
 from __future__ import annotations
 
+import email
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tests.milter.harness import (
     simple_message,
 )
 
+from mssante.journal import digest
 from mssante.milter.journal import JournalUnavailable
 from mssante.milter.reasons import Reason
 
@@ -122,7 +124,10 @@ def test_trust6_listed_peer_accepted_tagged_and_journaled(tmp_path: Path) -> Non
     assert record["peer_cn"] == PEER_CN
     assert record["direction"] == "inbound"
     assert record["message_id"] == f"<abc@{PEER}>"
-    assert len(record["body_sha256"]) == 64
+    assert record["body_sha256"] == digest.body_sha256([b"Bonjour.\r\n"])
+    assert record["headers_sha256"] == digest.headers_sha256(
+        email.message_from_bytes(simple_message()).items()
+    )
     assert "Subject" not in str(record) and "compte rendu" not in str(record)
     assert ctx._msg["X-MSSante-Trace"] == f"{record['record_id']}; host=hospital-1"
     assert ctx._msg["X-MSSante-Verdict"].startswith("pass; direction=inbound")
