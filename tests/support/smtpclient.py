@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import smtplib
 import ssl
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate, make_msgid
@@ -78,14 +79,16 @@ class TlsOptions:
             context.verify_mode = ssl.CERT_NONE
         if self.cert is not None:
             context.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
-        if self.max_version is not None and self.max_version < ssl.TLSVersion.TLSv1_2:
-            # Debian's OpenSSL refuses TLS < 1.2 at security level 2: lower it to test a downgrade.
-            context.set_ciphers("DEFAULT:@SECLEVEL=0")
-            context.minimum_version = ssl.TLSVersion.TLSv1
-        if self.min_version is not None:
-            context.minimum_version = self.min_version
-        if self.max_version is not None:
-            context.maximum_version = self.max_version
+        with warnings.catch_warnings():  # TLS < 1.2 is deprecated: that is what a downgrade test wants
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if self.max_version is not None and self.max_version < ssl.TLSVersion.TLSv1_2:
+                # Debian's OpenSSL refuses TLS < 1.2 at security level 2: lower it to test a downgrade.
+                context.set_ciphers("DEFAULT:@SECLEVEL=0")
+                context.minimum_version = ssl.TLSVersion.TLSv1
+            if self.min_version is not None:
+                context.minimum_version = self.min_version
+            if self.max_version is not None:
+                context.maximum_version = self.max_version
         return context
 
 
