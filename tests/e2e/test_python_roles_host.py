@@ -14,6 +14,7 @@ created in the real /etc/passwd and /etc/group (a mount namespace cannot isolate
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,7 +26,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tests.support.common import make_base_dir, remove_base_dir, tail, wait_until
 
 pytestmark = pytest.mark.devonly
@@ -134,10 +134,8 @@ class Host:
             self.holder.kill()
             self.holder.wait(timeout=30)
         for mountpoint in reversed(self.created):
-            try:
+            with contextlib.suppress(OSError):
                 mountpoint.rmdir()
-            except OSError:
-                pass
 
 
 @pytest.fixture
