@@ -94,7 +94,7 @@ def test_trust8_older_list_refused_unless_forced(tmp_path: Path, lists: dict[str
 def test_trust8_shrink_refused_unless_forced(tmp_path: Path, lists: dict[str, bytes]) -> None:
     pipeline.run(lists["base"], settings(tmp_path))  # 80 domains
     _refused_keeps_last_good(tmp_path, lists["shrunk"], Outcome.REFUSED_SHRINK)  # 64 domains: -20 %
-    assert "shrinks from 80 to 64" in read_status(tmp_path).message
+    assert "loses 16 of the current 80 domains (20%)" in read_status(tmp_path).message
     # The fraction is configurable.
     assert pipeline.run(lists["shrunk"], settings(tmp_path, max_shrink=0.25)).outcome is Outcome.SWITCHED
 
@@ -102,6 +102,13 @@ def test_trust8_shrink_refused_unless_forced(tmp_path: Path, lists: dict[str, by
 def test_trust8_small_shrink_accepted(tmp_path: Path, lists: dict[str, bytes]) -> None:
     pipeline.run(lists["base"], settings(tmp_path))
     assert pipeline.run(lists["slightly_smaller"], settings(tmp_path)).outcome is Outcome.SWITCHED  # 76: -5 %
+
+
+def test_trust8_replacing_many_domains_counts_as_shrink(tmp_path: Path, lists: dict[str, bytes]) -> None:
+    pipeline.run(lists["base"], settings(tmp_path))
+    # Same size, but 100 % of the current domains gone: refused like a shrink.
+    renamed = signed_list(100, "2026-11-22T06:00:00Z", prefix="other")
+    _refused_keeps_last_good(tmp_path, renamed, Outcome.REFUSED_SHRINK)
 
 
 def test_trust8_force_bypasses_shrink(tmp_path: Path, lists: dict[str, bytes]) -> None:

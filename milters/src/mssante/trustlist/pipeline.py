@@ -34,7 +34,11 @@ class Result:
 
 
 def gate(new: TrustList, previous: TrustIndex | None, max_shrink: float, force: bool) -> None:
-    """Refuse an empty list; unless ``force``, an older or much smaller one than ``previous``."""
+    """Refuse an empty list; unless ``force``, one older than ``previous`` or losing too many of its domains.
+
+    The shrink gate counts the current list's domains missing from the new one (not the net
+    change), so replacing many domains by as many others is caught too.
+    """
     if not new.domains:
         raise Refusal(Outcome.REFUSED_EMPTY, "the list has no domain")
     if previous is None:
@@ -45,13 +49,13 @@ def gate(new: TrustList, previous: TrustIndex | None, max_shrink: float, force: 
             f"generation date {new.generated:%Y-%m-%dT%H:%M:%SZ} is older than the current list's "
             f"{previous.generated:%Y-%m-%dT%H:%M:%SZ} (use --force to accept)",
         )
-    before = sum(1 for entry in previous.entries() if entry.dns)
-    after = len(new.domains)
-    if before and (before - after) / before > max_shrink and not force:
+    listed = [entry.a_label for entry in previous.entries() if entry.dns]
+    lost = sum(1 for key in listed if key not in new.domains)
+    if listed and lost / len(listed) > max_shrink and not force:
         raise Refusal(
             Outcome.REFUSED_SHRINK,
-            f"the list shrinks from {before} to {after} domains, more than {max_shrink:.0%} "
-            "(use --force to accept)",
+            f"the list loses {lost} of the current {len(listed)} domains ({lost / len(listed):.0%}), "
+            f"more than {max_shrink:.0%} (use --force to accept)",
         )
 
 
