@@ -193,6 +193,11 @@ def test_trust3_signature_not_last_child_refused(signed: bytes) -> None:
             "enveloped-signature transform is missing",
         ),
         (b"</ds:Signature>", b"<ds:Object>x</ds:Object></ds:Signature>", "ds:Object"),
+        (
+            b"<ds:KeyInfo>",
+            b'<ds:KeyInfo><ds:RetrievalMethod URI="http://127.0.0.1:9/key"/>',
+            "RetrievalMethod",
+        ),
     ],
 )
 def test_trust3_other_signature_profiles_refused(

@@ -29,6 +29,9 @@ RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 
 
+_KEY_INFO_CHILDREN = {f"{{{DS}}}{tag}" for tag in ("X509Data", "KeyName", "KeyValue")}
+
+
 def refuse(message: str) -> Refusal:
     return Refusal(Outcome.REFUSED_SIGNATURE, message)
 
@@ -80,6 +83,10 @@ def check_shape(signature: Any) -> None:
         raise refuse(f"transforms {algorithms!r} are not allowed (only enveloped-signature and exc-c14n)")
     if signature.findall(_ds("Object")):
         raise refuse("ds:Object is not allowed in the Signature")
+    for key_info in signature.findall(_ds("KeyInfo")):
+        for child in key_info:
+            if child.tag not in _KEY_INFO_CHILDREN:
+                raise refuse(f"KeyInfo child {child.tag!r} is not allowed (only X509Data, KeyName, KeyValue)")
 
 
 def key_info_certificates(signature: Any) -> list[x509.Certificate]:
