@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -18,9 +19,16 @@ from mssante.lab import x509util as xu
 from mssante.lab.pki import Pki, ensure_pki
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return ensure_pki(tmp_path_factory.mktemp("pki"))
+@pytest.fixture
+def built(pki: Pki) -> Pki:
+    """The session's test PKI (tests/conftest.py), as every other test uses it."""
+    return pki
+
+
+def _seeded(pki: Pki, directory: Path) -> Path:
+    """A copy of the session's PKI: keys are reused, so regeneration tests need no key generation."""
+    shutil.copytree(pki.directory, directory, ignore=shutil.ignore_patterns(".lock"), dirs_exist_ok=True)
+    return directory
 
 
 def _verify(ca_file: Path, cert: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -54,8 +62,9 @@ def test_second_run_keeps_every_file(tmp_path: Path) -> None:
     assert second.to_json() == {**first.to_json(), "changed": []}
 
 
-def test_expiring_certificate_is_regenerated_with_its_key(tmp_path: Path) -> None:
-    pki = ensure_pki(tmp_path)
+def test_expiring_certificate_is_regenerated_with_its_key(built: Pki, tmp_path: Path) -> None:
+    pki = ensure_pki(_seeded(built, tmp_path))
+    assert pki.changed == ()
     issuer_key = serialization.load_pem_private_key(pki.intermediate.key.read_bytes(), None)
     leaf_key = serialization.load_pem_private_key(pki.hospital.key.read_bytes(), None)
     assert isinstance(issuer_key, rsa.RSAPrivateKey)
@@ -78,8 +87,8 @@ def test_expiring_certificate_is_regenerated_with_its_key(tmp_path: Path) -> Non
     assert _verify(pki.chain, pki.hospital.cert).returncode == 0
 
 
-def test_everything_expired_later_is_regenerated_and_consistent(tmp_path: Path) -> None:
-    ensure_pki(tmp_path)
+def test_everything_expired_later_is_regenerated_and_consistent(built: Pki, tmp_path: Path) -> None:
+    _seeded(built, tmp_path)
     later = datetime.now(UTC) + timedelta(days=400)
     pki = ensure_pki(tmp_path, now=later)
     assert "certs/peer.pem" in pki.changed
@@ -89,8 +98,8 @@ def test_everything_expired_later_is_regenerated_and_consistent(tmp_path: Path) 
     assert xu.not_after(_load(pki.expired.cert)) < later
 
 
-def test_broken_intermediate_reissues_its_whole_branch(tmp_path: Path) -> None:
-    pki = ensure_pki(tmp_path)
+def test_broken_intermediate_reissues_its_whole_branch(built: Pki, tmp_path: Path) -> None:
+    pki = ensure_pki(_seeded(built, tmp_path))
     pki.intermediate.key.unlink()
     again = ensure_pki(tmp_path)
     assert {
