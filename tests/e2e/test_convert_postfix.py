@@ -1,0 +1,670 @@
+"""End to end: convert a realistic ("dirty") hospital Postfix into an MSSanté operator (issue 6).
+
+Each test host is its own mount namespace in which /etc/postfix*, the spools, /var/lib/postfix*,
+/etc/mssante, /var/lib/mssante, /run/mssante and /var/log come from a temporary directory, so the
+playbooks run against the default paths, with the production chroot, exactly as on a hospital host.
+The ordinary instance and the MSSanté instance are real Postfix instances; the milter on the
+MSSanté instance is a stand-in that refuses by policy (550 5.7.1), as the real one refuses an
+unauthenticated client. Requirements: TRUST-6, TRUST-7, TLS-1, TLS-2, TLS-3, TLS-5, AUTH-3, MSG-3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import smtplib
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mssante.lab.pki import Pki, ensure_pki
+from tests.support.common import random_loopback, wait_until
+
+pytestmark = [pytest.mark.devonly, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+HOST_PYTHON = "/usr/bin/python3"
+MOUNTS = (
+    "/etc/postfix",
+    "/etc/postfix-mssante",
+    "/var/spool/postfix",
+    "/var/spool/postfix-mssante",
+    "/var/lib/postfix",
+    "/var/lib/postfix-mssante",
+    "/etc/mssante",
+    "/var/lib/mssante",
+    "/run/mssante",
+    "/var/log",
+)
+OVERLAID = ("/etc", "/var/lib", "/var/spool", "/run")
+COPIED = ("/etc/postfix", "/var/spool/postfix", "/var/lib/postfix")
+LOCAL_DOMAIN = "hopital-a.mssante.test"
+PEER_DOMAIN = "clinique-b.mssante.test"
+MULTI_KEYS = {"multi_instance_wrapper", "multi_instance_enable", "multi_instance_directories"}
+STUB_MILTER = r"""
+import os, sys, Milter
+class Stub(Milter.Base):
+    def envfrom(self, sender, *args):
+        self.setreply("550", "5.7.1", "MSSante policy stand-in: refused")
+        return Milter.REJECT
+os.umask(0)
+Milter.factory = Stub
+Milter.runmilter("stub", sys.argv[1], 30)
+"""
+
+PROBE = r"""
+import json, smtplib, ssl, sys
+a = json.loads(sys.argv[1])
+steps = []
+try:
+    with smtplib.SMTP(a["address"], a["port"], timeout=20) as c:
+        steps.append(["EHLO", *c.ehlo("probe.test")])
+        if a["starttls"]:
+            ctx = ssl.create_default_context(cafile=a["cafile"])
+            ctx.check_hostname = False
+            steps.append(["STARTTLS", *c.starttls(context=ctx)])
+            steps.append(["TLS", 0, c.sock.version()])
+            c.ehlo("probe.test")
+        if a["mail"] is not None:
+            steps.append(["MAIL", *c.docmd("MAIL FROM:<%s>" % a["mail"])])
+        if a["rcpt"] is not None:
+            steps.append(["RCPT", *c.docmd("RCPT TO:<%s>" % a["rcpt"])])
+        steps.append(["RSET", *c.rset()])
+except (OSError, smtplib.SMTPException) as exc:
+    steps.append(["ERROR", -1, str(exc)])
+print(json.dumps([[n, c, t.decode("utf-8", "replace") if isinstance(t, bytes) else t] for n, c, t in steps]))
+"""
+
+DOVECOT_CONF = """\
+base_dir = /run/mssante/dovecot-test
+state_dir = /run/mssante/dovecot-test-state
+protocols = lmtp
+log_path = /var/log/dovecot-test.log
+ssl = no
+auth_mechanisms = plain
+passdb {
+  driver = static
+  args = password=test
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=/run/mssante/dovecot-test-home
+}
+service auth {
+  unix_listener /var/spool/postfix-mssante/private/auth-mssante {
+    mode = 0660
+    user = postfix
+    group = postfix
+  }
+}
+service lmtp {
+  unix_listener /var/spool/postfix-mssante/private/dovecot-lmtp-mssante {
+    mode = 0660
+    user = postfix
+    group = postfix
+  }
+}
+"""
+
+DIRTY_MAIN_CF = """\
+# main.cf of the Hopital A mail server, grown over the years.
+smtpd_banner = $myhostname ESMTP Hopital A
+biff = no
+append_dot_mydomain = no
+compatibility_level = 3.6
+myhostname = mail.hopital-a.test
+mydomain = hopital-a.test
+myorigin = $mydomain
+mydestination = $myhostname, localhost.$mydomain, localhost,
+    hopital-a.test, {local}
+inet_interfaces = {ordinary}
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [{relay}]:2525
+relay_domains = hash:/etc/postfix/relay_domains
+transport_maps = hash:/etc/postfix/transport
+virtual_alias_maps = hash:/etc/postfix/virtual
+alias_maps = hash:/etc/postfix/aliases
+alias_database = hash:/etc/postfix/aliases
+# the antivirus milter (not running here: accept when absent)
+smtpd_milters = inet:127.0.0.1:8899
+milter_default_action = accept
+header_checks = regexp:/etc/postfix/header_checks
+smtpd_recipient_restrictions = permit_mynetworks,
+        reject_unauth_destination
+message_size_limit=52428800
+home_mailbox = Maildir/
+smtpd_peername_lookup = no
+maillog_file = /var/log/postfix.log
+"""
+DIRTY_MAPS = {
+    "transport": "# site routes\n{local} smtp:[127.9.9.9]\n.{local} smtp:[127.9.9.9]\nlabo.example smtp:[127.8.8.8]:2525\n",
+    "relay_domains": "{local} OK\npartner.example OK\n",
+    "virtual": "contact@hopital-a.test direction@hopital-a.test\n",
+    "aliases": "postmaster: root\n",
+    "header_checks": "/^X-Secret:/ IGNORE\n",
+}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(root: Path, skip: Sequence[str] = ()) -> dict[str, str]:
+    """SHA-256 of every regular file under ``root`` (relative names), minus the ``skip`` prefixes."""
+    result = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_file() and not path.is_symlink() and not any(rel.startswith(s) for s in skip):
+            result[rel] = _sha256(path)
+    return result
+
+
+def postconf_n(text: str) -> dict[str, str]:
+    result = {}
+    for line in text.splitlines():
+        match = re.match(r"^(\S+) =\s?(.*)$", line)
+        if match:
+            result[match.group(1)] = match.group(2)
+    return result
+
+
+class ConvertHost:
+    """A hospital host in its own mount namespace, with a dirty ordinary Postfix running."""
+
+    def __init__(self, base: Path, pki: Pki) -> None:
+        self.base = base
+        self.root = base / "root"
+        self.pki = pki
+        self.ordinary = random_loopback()
+        self.address = random_loopback()
+        self.relay = random_loopback()
+        self.holder: subprocess.Popen[bytes] | None = None
+        self.milter: subprocess.Popen[bytes] | None = None
+
+    # --- namespace -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Enter fresh namespaces; mount points live on overlays so the machine's tree is never touched.
+
+        A bind mount on a directory of the machine's own tree is detached when anything outside
+        removes that directory; overlays of /etc, /var/lib, /var/spool and /run keep the mount
+        points private to this host.
+        """
+        for mount in MOUNTS:
+            (self.root / mount.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        for mount in COPIED:
+            subprocess.run(["cp", "-a", f"{mount}/.", str(self.root / mount.lstrip("/"))], check=True)
+        (self.root / "etc/postfix/main.cf").unlink(missing_ok=True)
+        self.holder = subprocess.Popen(
+            ["unshare", "-m", "-n", "--propagation", "private", "sleep", "infinity"]
+        )
+        own = os.readlink("/proc/self/ns/mnt")
+        wait_until(lambda: os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != own, 10, "mount namespace")
+        for parent in OVERLAID:
+            layer = self.base / "overlay" / parent.strip("/").replace("/", "_")
+            (layer / "upper").mkdir(parents=True)
+            (layer / "work").mkdir()
+            options = f"lowerdir={parent},upperdir={layer / 'upper'},workdir={layer / 'work'}"
+            self.run(["mount", "-t", "overlay", "overlay", "-o", options, parent])
+        for mount in MOUNTS:
+            self.run(["mkdir", "-p", mount])
+            self.run(["mount", "--bind", str(self.root / mount.lstrip("/")), mount])
+        self.run(["ip", "link", "set", "lo", "up"])
+        for address in (self.ordinary, self.address, self.relay):
+            self.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"])
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 120,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        assert self.holder is not None
+        full = ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--", *argv]
+        environ = dict(os.environ, **(env or {}))
+        result = subprocess.run(
+            full, capture_output=True, text=True, check=False, timeout=timeout, env=environ
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{argv} failed ({result.returncode}): {result.stdout}{result.stderr}")
+        return result
+
+    def popen(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        assert self.holder is not None
+        return subprocess.Popen(
+            ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--", *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def close(self) -> None:
+        if self.milter:
+            self.milter.kill()
+            self.milter.wait()
+        if self.holder:
+            for conf in ("/etc/postfix-mssante", "/etc/postfix"):
+                self.run(["postfix", "-c", conf, "stop"], check=False)
+            self.run(["doveadm", "-c", str(self.base / "dovecot.conf"), "stop"], check=False)
+            self.holder.kill()
+            self.holder.wait()
+        if not os.environ.get("MSSANTE_KEEP_TEST_DIRS"):
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    # --- the hospital as found -------------------------------------------------------------
+    def write(self, path: str, text: str, mode: int = 0o644) -> Path:
+        target = self.root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        target.chmod(mode)
+        return target
+
+    def dirty_ordinary(self) -> None:
+        fmt = {"local": LOCAL_DOMAIN, "ordinary": self.ordinary, "relay": self.relay}
+        self.write("/etc/postfix/main.cf", DIRTY_MAIN_CF.format(**fmt))
+        for name, text in DIRTY_MAPS.items():
+            self.write(f"/etc/postfix/{name}", text.format(**fmt))
+        for name in ("transport", "relay_domains", "virtual"):
+            self.run(["postmap", f"hash:/etc/postfix/{name}"])
+        self.run(["postalias", "hash:/etc/postfix/aliases"])
+        for name in ("resolv.conf", "hosts", "services", "nsswitch.conf", "host.conf", "localtime"):
+            if Path("/etc", name).exists():
+                shutil.copy(Path("/etc", name), self.root / "var/spool/postfix/etc" / name)
+        self.run(["postfix", "-c", "/etc/postfix", "start"])
+        wait_until(lambda: self.answers(self.ordinary), 30, "the ordinary instance")
+
+    def mssante_inputs(self) -> None:
+        tls = self.root / "etc/mssante/tls"
+        tls.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.pki.hospital.fullchain, tls / "operator.crt")
+        shutil.copy(self.pki.hospital.key, tls / "operator.key")
+        (tls / "operator.key").chmod(0o600)
+        shutil.copy(self.pki.chain, tls / "igc-sante-chain.pem")
+        gen = self.root / "var/lib/mssante/trustlist/gen-1"
+        gen.mkdir(parents=True, exist_ok=True)
+        (gen / "transport").write_text(f"{PEER_DOMAIN} mssante:[{random_loopback()}]:25\n")
+        (gen / "tls_policy").write_text(f"{PEER_DOMAIN} secure match=mx.clinique-b.test\n")
+        for name in ("transport", "tls_policy"):
+            self.run(["postmap", f"hash:/var/lib/mssante/trustlist/gen-1/{name}"])
+        (gen.parent / "current").symlink_to("gen-1")
+
+    def start_milter(self) -> None:
+        sock_dir = self.root / "var/spool/postfix-mssante/mssante"
+        sock_dir.mkdir(parents=True, exist_ok=True)
+        script = self.base / "stub_milter.py"
+        script.write_text(STUB_MILTER)
+        self.milter = self.popen(
+            [HOST_PYTHON, str(script), "unix:/var/spool/postfix-mssante/mssante/milter.sock"]
+        )
+        wait_until(lambda: (sock_dir / "milter.sock").exists(), 15, "the stand-in milter")
+
+    def start_dovecot(self) -> None:
+        """Dovecot's SASL and LMTP sockets under the instance's queue directory (stand-in for mssante_dovecot)."""
+        private = self.root / "var/spool/postfix-mssante/private"
+        private.mkdir(parents=True, exist_ok=True)
+        shutil.chown(private, "postfix", "root")
+        private.chmod(0o700)
+        conf = self.base / "dovecot.conf"
+        conf.write_text(DOVECOT_CONF)
+        self.popen(["dovecot", "-c", str(conf)]).wait(timeout=30)
+        wait_until(lambda: (private / "auth-mssante").exists(), 15, "Dovecot's auth socket")
+
+    def stop_milter(self) -> None:
+        if self.milter:
+            self.milter.kill()
+            self.milter.wait()
+            self.milter = None
+        (self.root / "var/spool/postfix-mssante/mssante/milter.sock").unlink(missing_ok=True)
+
+    # --- probes, run inside the host's namespaces ------------------------------------------
+    def probe(
+        self,
+        address: str,
+        port: int,
+        *,
+        starttls: bool = True,
+        mail: str | None = None,
+        rcpt: str | None = None,
+    ) -> list[list[Any]]:
+        """EHLO, STARTTLS (server verified against the IGC chain), MAIL, RCPT: each step's reply."""
+        args = {
+            "address": address,
+            "port": port,
+            "starttls": starttls,
+            "cafile": str(self.pki.chain),
+            "mail": mail,
+            "rcpt": rcpt,
+        }
+        result = self.run([HOST_PYTHON, "-c", PROBE, json.dumps(args)], check=False, timeout=60)
+        return list(json.loads(result.stdout or "[]"))
+
+    def answers(self, address: str, port: int = 25) -> bool:
+        steps = self.probe(address, port, starttls=False)
+        return bool(steps) and steps[0][1] == 250
+
+    # --- ansible ---------------------------------------------------------------------------
+    def inventory(self, extra: Mapping[str, Any] | None = None) -> Path:
+        variables: dict[str, Any] = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": str(VENV_BIN / "python"),
+            "mssante_state_dir": "/var/lib/mssante",
+            "mssante_trustlist_out_dir": "/var/lib/mssante/trustlist",
+            "mssante_tls_cert": "/etc/mssante/tls/operator.crt",
+            "mssante_tls_key": "/etc/mssante/tls/operator.key",
+            "mssante_igc_chain": "/etc/mssante/tls/igc-sante-chain.pem",
+            "mssante_milter_postfix_socket": "unix:mssante/milter.sock",
+            "mssante_domains": [LOCAL_DOMAIN],
+            "mssante_mailboxes": [
+                {"address": f"dr.martin@{LOCAL_DOMAIN}", "type": "PER", "owners": ["dr.martin"]},
+                {
+                    "address": f"dpi@{LOCAL_DOMAIN}",
+                    "type": "APP",
+                    "owners": ["dpi-app"],
+                    "cert_cns": ["dpi.hopital-a.test"],
+                },
+            ],
+            "mssante_postfix_address": self.address,
+            "mssante_postfix_hostname": "mx.hopital-a.test",
+            "mssante_postfix_peername_lookup": False,
+            "mssante_postfix_ordinary_smoke": {
+                "enabled": True,
+                "host": self.ordinary,
+                "port": 25,
+                "starttls": False,
+                "rcpt": "postmaster",
+            },
+        }
+        variables.update(extra or {})
+        inventory = {"all": {"children": {"mssante": {"hosts": {"localhost": variables}}}}}
+        path = self.base / "hosts.yml"
+        path.write_text(yaml.safe_dump(inventory))
+        return path
+
+    def playbook(
+        self, name: str, *args: str, extra: Mapping[str, Any] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        if name == "convert":
+            path = self.base / "convert.yml"
+            path.write_text(
+                "- name: Convert\n  hosts: mssante\n  gather_facts: false\n  roles: [mssante_postfix]\n"
+            )
+        else:
+            path = REPO / "playbooks" / f"{name}.yml"
+        env = {
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        }
+        argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory(extra)), str(path), *args]
+        return self.run(argv, check=False, timeout=600, env=env)
+
+
+def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    match = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout)
+    assert match, result.stdout[-3000:] + result.stderr[-3000:]
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    directory = Path(tempfile.mkdtemp(prefix="mssante-convert-pki-", dir="/var/tmp"))
+    yield ensure_pki(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _new_host(pki: Pki) -> ConvertHost:
+    base = Path(tempfile.mkdtemp(prefix="mssante-convert-", dir="/var/tmp"))
+    base.chmod(0o755)
+    host = ConvertHost(base, pki)
+    try:
+        host.start()
+        host.dirty_ordinary()
+        host.mssante_inputs()
+        host.start_dovecot()
+    except BaseException:
+        host.close()
+        raise
+    return host
+
+
+@pytest.fixture
+def fresh_host(pki: Pki) -> Iterator[ConvertHost]:
+    host = _new_host(pki)
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+@pytest.fixture(scope="module")
+def converted(pki: Pki) -> Iterator[tuple[ConvertHost, dict[str, Any]]]:
+    """A host converted once; ``before`` holds what the ordinary instance looked like."""
+    host = _new_host(pki)
+    try:
+        before = {
+            "postconf": postconf_n(host.run(["postconf", "-c", "/etc/postfix", "-n"]).stdout),
+            "files": snapshot(host.root / "etc/postfix"),
+        }
+        host.start_milter()
+        first = host.playbook("convert")
+        before["first"] = first
+        yield host, before
+    finally:
+        host.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion
+# ---------------------------------------------------------------------------------------------
+
+
+def test_convert_succeeds_and_reports_ordinary(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
+    host, before = converted
+    result = before["first"]
+    assert recap(result)["failed"] == 0, result.stdout[-6000:]
+    assert "Claims on MSSanté domains removed" in result.stdout
+    assert "explicit settings" in result.stdout
+
+
+def test_ordinary_postconf_differs_only_in_multi_instance_keys_and_claims(
+    converted: tuple[ConvertHost, dict[str, Any]],
+) -> None:
+    """The ordinary instance keeps its behaviour: postconf -n differs only in the allowed keys."""
+    host, before = converted
+    after = postconf_n(host.run(["postconf", "-c", "/etc/postfix", "-n"]).stdout)
+    changed = {k for k in set(before["postconf"]) | set(after) if before["postconf"].get(k) != after.get(k)}
+    assert changed == MULTI_KEYS | {"mydestination"}
+    assert LOCAL_DOMAIN not in after["mydestination"]
+    assert re.split(r"[\s,]+", after["mydestination"]) == [
+        d for d in re.split(r"[\s,]+", before["postconf"]["mydestination"]) if d != LOCAL_DOMAIN
+    ]
+    assert after["multi_instance_directories"] == "/etc/postfix-mssante"
+    files = snapshot(host.root / "etc/postfix")
+    touched = {k for k in set(files) | set(before["files"]) if files.get(k) != before["files"].get(k)}
+    assert touched == {"main.cf", "transport", "transport.db", "relay_domains", "relay_domains.db"}
+    transport = (host.root / "etc/postfix/transport").read_text()
+    assert LOCAL_DOMAIN not in transport and "labo.example" in transport
+    assert "partner.example" in (host.root / "etc/postfix/relay_domains").read_text()
+
+
+def test_ordinary_still_relays_internet_mail(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
+    """Internet mail still flows: the ordinary instance accepts mail for its own domain."""
+    host, _ = converted
+    steps = host.probe(
+        host.ordinary, 25, starttls=False, mail="someone@example.org", rcpt="contact@hopital-a.test"
+    )
+    assert [step[1] for step in steps] == [250, 250, 250, 250], steps
+
+
+def test_trust7_tls1_mssante_instance_sealed_settings(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
+    """TRUST-7, TLS-1, TLS-3: the instance is built from a clean base with the sealed settings."""
+    host, _ = converted
+    n = postconf_n(host.run(["postconf", "-c", "/etc/postfix-mssante", "-n"]).stdout)
+    error = "error:domain not in the MSSanté trust space"
+    assert n["default_transport"] == n["local_transport"] == n["relay_transport"] == error
+    assert n["relayhost"] == n["mydestination"] == n["alias_maps"] == ""
+    assert n["transport_maps"] == "hash:/var/lib/mssante/trustlist/current/transport"
+    assert n["smtp_tls_policy_maps"] == "hash:/var/lib/mssante/trustlist/current/tls_policy"
+    assert n["smtp_tls_CAfile"] == n["smtpd_tls_CAfile"] == "/etc/mssante/tls/igc-sante-chain.pem"
+    assert n["smtp_tls_CApath"] == n["smtpd_tls_CApath"] == ""
+    assert n["smtpd_tls_security_level"] == "encrypt" and n["smtpd_tls_ask_ccert"] == "yes"
+    assert n["smtp_tls_connection_reuse"] == "yes" and n["disable_mime_output_conversion"] == "yes"
+    assert n["smtpd_forbid_bare_newline"] == "reject" and n["smtpd_forbid_bare_newline_exclusions"] == ""
+    assert n["authorized_submit_users"] == "" and n["enable_long_queue_ids"] == "yes"
+    assert "default_action=tempfail" in n["smtpd_milters"]
+    # nothing of the ordinary instance leaked in
+    values = "\n".join(n.values())
+    for leaked in ("52428800", "header_checks", "8899", "Maildir", "/etc/postfix/", "2525"):
+        assert leaked not in values
+    assert "header_checks" not in n and "message_size_limit" not in n
+    services = host.run(["postconf", "-c", "/etc/postfix-mssante", "-M"]).stdout
+    assert not re.search(r"(?m)^(pickup|local|virtual|relay)\s", services)
+    assert re.search(r"(?m)^25\s+inet\s+n\s+-\s+y\s", services), services  # chrooted as in production
+
+
+def test_tls1_tls5_listeners_require_tls_and_milter_decides(
+    converted: tuple[ConvertHost, dict[str, Any]],
+) -> None:
+    """TLS-1, TLS-5: 25 and 587 speak TLS >= 1.2 with the operator certificate; the milter answers."""
+    host, _ = converted
+    for port in (25, 587):
+        steps = host.probe(host.address, port, mail=f"probe@{PEER_DOMAIN}", rcpt=f"dr.martin@{LOCAL_DOMAIN}")
+        assert steps[1][1] == 220, steps
+        assert steps[2][2] in ("TLSv1.2", "TLSv1.3"), steps
+        assert steps[3][1] == 550 and "5.7.1" in steps[3][2], steps
+
+
+def test_tls5_no_mail_before_starttls(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
+    """TLS-5 (control of the test above): without STARTTLS the instance refuses MAIL."""
+    host, _ = converted
+    steps = host.probe(host.address, 25, starttls=False, mail=f"probe@{PEER_DOMAIN}")
+    assert steps[1][1] == 530, steps
+
+
+def test_auth3_sender_login_map_rendered(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
+    """AUTH-3: the sender-login map comes from the mailbox table."""
+    host, _ = converted
+    out = host.run(
+        ["postmap", "-q", f"dr.martin@{LOCAL_DOMAIN}", "hash:/etc/postfix-mssante/sender_login"]
+    ).stdout
+    assert out.strip() == "dr.martin"
+
+
+def test_convert_idempotent(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
+    """A second run changes nothing."""
+    host, _ = converted
+    result = host.playbook("convert")
+    assert recap(result) | {"ok": 0} == {"ok": 0, "changed": 0, "unreachable": 0, "failed": 0}, result.stdout[
+        -6000:
+    ]
+
+
+def test_check_mode_changes_nothing_and_shows_diff(fresh_host: ConvertHost) -> None:
+    """--check --diff shows the real diff and changes no file."""
+    host = fresh_host
+    before = snapshot(host.root, skip=("var/log",))
+    result = host.playbook("convert", "--check", "--diff")
+    assert recap(result)["failed"] == 0, result.stdout[-6000:]
+    assert "+default_transport = error:domain not in the MSSanté trust space" in result.stdout
+    assert (
+        re.search(r"(?m)^-mydestination = .*$", result.stdout)
+        or "-    hopital-a.test, " + LOCAL_DOMAIN in result.stdout
+    )
+    assert snapshot(host.root, skip=("var/log",)) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Fault injection: each leaves every original file byte-identical and Postfix serving
+# ---------------------------------------------------------------------------------------------
+
+
+def _assert_untouched(
+    host: ConvertHost, before: dict[str, str], result: subprocess.CompletedProcess[str]
+) -> None:
+    assert recap(result)["failed"] == 1, result.stdout[-6000:]
+    assert snapshot(host.root / "etc/postfix") == before
+    assert not (host.root / "etc/postfix-mssante/main.cf").exists()
+    assert host.answers(host.ordinary)
+    assert not host.answers(host.address)
+
+
+def test_fault_bad_value_fails_validation(fresh_host: ConvertHost) -> None:
+    """TLS-1: an inventory weakening a sealed setting fails validation; nothing goes live."""
+    host = fresh_host
+    host.start_milter()
+    before = snapshot(host.root / "etc/postfix")
+    result = host.playbook(
+        "convert", extra={"mssante_postfix_main": [{"name": "smtpd_tls_security_level", "value": "may"}]}
+    )
+    assert "nothing went live" in result.stdout
+    _assert_untouched(host, before, result)
+
+
+def test_fault_certificate_not_matching_key(fresh_host: ConvertHost) -> None:
+    """TLS-3: a certificate that does not match its key is refused before anything changes."""
+    host = fresh_host
+    host.start_milter()
+    shutil.copy(host.pki.peer.key, host.root / "etc/mssante/tls/operator.key")
+    before = snapshot(host.root / "etc/postfix")
+    result = host.playbook("convert")
+    assert "does not match the key" in result.stdout
+    _assert_untouched(host, before, result)
+
+
+def test_fault_dead_milter_rolls_back(fresh_host: ConvertHost) -> None:
+    """A milter that does not answer makes the smoke test see 4xx: the rollback restores everything."""
+    host = fresh_host
+    before = snapshot(host.root / "etc/postfix")
+    result = host.playbook("convert")
+    assert "Every touched file was restored" in result.stdout, result.stdout[-6000:]
+    assert "451" in result.stdout or "4.7.1" in result.stdout
+    _assert_untouched(host, before, result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollback and uninstall playbooks
+# ---------------------------------------------------------------------------------------------
+
+
+def test_rollback_playbook_restores_latest_backup(fresh_host: ConvertHost) -> None:
+    host = fresh_host
+    host.start_milter()
+    before = snapshot(host.root / "etc/postfix")
+    assert recap(host.playbook("convert"))["failed"] == 0
+    assert host.answers(host.address)
+    result = host.playbook("rollback")
+    assert recap(result)["failed"] == 0, result.stdout[-6000:]
+    assert snapshot(host.root / "etc/postfix") == before
+    assert host.answers(host.ordinary)
+    assert not host.answers(host.address)
+
+
+def test_uninstall_removes_instance_keeps_journal(fresh_host: ConvertHost) -> None:
+    host = fresh_host
+    host.start_milter()
+    assert recap(host.playbook("convert"))["failed"] == 0
+    journal = host.write("/var/lib/mssante/journal/segment-000001", "leaves\n")
+    key = host.write("/etc/mssante/journal/signing.key", "key\n", 0o600)
+    result = host.playbook("uninstall")
+    assert recap(result)["failed"] == 0, result.stdout[-6000:]
+    assert journal.exists() and key.exists()
+    assert not (host.root / "etc/postfix-mssante").exists()
+    n = postconf_n(host.run(["postconf", "-c", "/etc/postfix", "-n"]).stdout)
+    assert not MULTI_KEYS & set(n)
+    assert host.answers(host.ordinary)
+    assert not host.answers(host.address)
