@@ -195,3 +195,36 @@ def test_trust1_declared_non_utf8_encoding_refused() -> None:
     assert "UTF-8" in refusal(latin)
     lower = sample_bytes().replace(b'encoding="UTF-8"', b"encoding='utf-8'")
     assert len(parsed(lower).domains) == 6  # control
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("UC-Clinique.mssante.fr", ("uc-clinique.mssante.fr", "uc-clinique.mssante.fr")),
+        ("hôpital-sud.mssante.fr", ("xn--hpital-sud-rbb.mssante.fr", "hôpital-sud.mssante.fr")),
+        ("XN--HPITAL-SUD-RBB.mssante.fr", ("xn--hpital-sud-rbb.mssante.fr", "hôpital-sud.mssante.fr")),
+        ("a.fr.", ("a.fr", "a.fr")),
+        ("a" * 63 + ".fr", ("a" * 63 + ".fr", "a" * 63 + ".fr")),
+    ],
+)
+def test_trust5_name_forms(name: str, expected: tuple[str, str]) -> None:
+    assert parse.normalise_name(name) == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fr",
+        "a" * 64 + ".fr",
+        ("a" * 60 + ".") * 5 + "fr",
+        "-a.fr",
+        "a-.fr",
+        "a..fr",
+        "a_b.fr",
+        "xn--zz.fr",
+        "é",
+    ],
+)
+def test_trust5_invalid_names(name: str) -> None:
+    with pytest.raises(ValueError):
+        parse.normalise_name(name)

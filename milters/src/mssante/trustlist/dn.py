@@ -97,7 +97,7 @@ def _parse_simple(text: str) -> Dn:
         attr_text, equals, value = part.partition("=")
         if not equals:
             raise DnError(f"missing '=' in RDN {position + 1}")
-        attr = _attribute_type(attr_text)
+        attr = _COMMON.get(attr_text) or _attribute_type(attr_text)
         if not value:
             raise DnError(f"empty value for {attr}")
         rdns.append(((attr, value),))

@@ -28,7 +28,9 @@ _DN = f"{{{NAMESPACE}}}DNCertificatOperateur"
 
 _DECLARATIONS = re.compile(rb"<!\s*(DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
 _ENCODING = re.compile(rb"(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*[\"']([^\"']*)[\"']")
-_LDH_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+# A lower-case LDH host name of at least two labels, each 1-63 characters, 253 at most in all.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z)(?:{_LABEL}\.)+{_LABEL}\Z")
 
 
 def refuse(message: str) -> Refusal:
@@ -82,17 +84,19 @@ def normalise_name(name: str) -> tuple[str, str]:
         raise ValueError("empty domain name")
     if text.isascii():
         a_label = text.lower()
-        labels = a_label.split(".")
-        if len(a_label) > 253 or len(labels) < 2 or not all(_LDH_LABEL.match(x) for x in labels):
+        if _HOSTNAME.match(a_label) is None:
             raise ValueError(f"{name!r} is not a valid host name")
-        if any(label.startswith("xn--") for label in labels):
+        if a_label.startswith("xn--") or ".xn--" in a_label:
             return a_label, idna.decode(a_label)
         return a_label, a_label
     try:
         a_label = idna.encode(text, uts46=True).decode("ascii").lower()
-        return a_label, idna.decode(a_label)
+        u_label = idna.decode(a_label)
     except (idna.IDNAError, UnicodeError) as exc:
         raise ValueError(f"{name!r} is not a valid IDNA 2008 name: {exc}") from exc
+    if _HOSTNAME.match(a_label) is None:
+        raise ValueError(f"{name!r} is not a valid host name")
+    return a_label, u_label
 
 
 def _text(element: Any, tag: str, where: str) -> str:
