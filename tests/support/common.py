@@ -21,15 +21,21 @@ BASE_PARENT = Path("/var/tmp")
 KEEP_ENV = "MSSANTE_KEEP_TEST_DIRS"
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``predicate`` until it returns a true value and return it; TimeoutError after ``timeout``."""
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float, what: str | Callable[[], str], interval: float = 0.05
+) -> T:
+    """Poll ``predicate`` until it returns a true value and return it; TimeoutError after ``timeout``.
+
+    ``what`` names what is awaited in the error; a callable is evaluated only then (e.g. a log tail).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+            described = what() if callable(what) else what
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {described}")
         time.sleep(interval)
 
 

@@ -8,6 +8,7 @@ refuses unknown recipients. Mail is stored as Maildir under ``mail_dir/<domain>/
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import signal
@@ -148,15 +149,18 @@ service auth {{
             return None
         return pid
 
+    def _describe_wait(self, what: str) -> str:
+        return f"dovecot {self.name} {what}\n{self.log_tail()}"
+
     def start(self, timeout: float = 30) -> None:
         self.write()
         self.runner.run(["doveconf", "-c", str(self.config), "-n"], timeout=30)
         self.runner.run(["dovecot", "-c", str(self.config)], timeout=30)
         for port in (self.imap_port, self.lmtp_port):
             wait_until(
-                lambda p=port: listening(self.address, p, self.runner.proc_net),
+                functools.partial(listening, self.address, port, self.runner.proc_net),
                 timeout,
-                f"dovecot {self.name} on {self.address}:{port}\n{self.log_tail()}",
+                functools.partial(self._describe_wait, f"on {self.address}:{port}"),
             )
         wait_until(lambda: self.runner.fs(self.auth_socket).exists(), timeout, "dovecot auth socket")
 

@@ -8,6 +8,7 @@ listener on ``address:port``. Callers add their own settings (``postconf``) and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pwd
@@ -265,18 +266,21 @@ class PostfixInstance:
             return None
         return pid
 
+    def _describe_wait(self, what: str) -> str:
+        return f"postfix {self.name} {what}\n{self.log_tail()}"
+
     def _wait_listeners(self, timeout: float) -> None:
         for address, port in self.inet_listeners:
             wait_until(
-                lambda a=address, p=port: listening(a, p, self.runner.proc_net),
+                functools.partial(listening, address, port, self.runner.proc_net),
                 timeout,
-                f"postfix {self.name} listening on {address}:{port}\n{self.log_tail()}",
+                functools.partial(self._describe_wait, f"listening on {address}:{port}"),
             )
 
     def start(self, timeout: float = 30) -> None:
         """`postfix start` (which runs `postfix check` itself), then wait for the master and listeners."""
         self._postfix("start")
-        wait_until(self.master_pid, timeout, f"postfix {self.name} master\n{self.log_tail()}")
+        wait_until(self.master_pid, timeout, lambda: f"postfix {self.name} master\n{self.log_tail()}")
         self._wait_listeners(timeout)
 
     def reload(self, timeout: float = 30) -> None:
@@ -328,7 +332,7 @@ class PostfixInstance:
         return wait_until(
             lambda: regex.search(self.log_text(since)),
             timeout,
-            f"/{pattern}/ in the log of postfix {self.name}\n{self.log_tail()}",
+            lambda: f"/{pattern}/ in the log of postfix {self.name}\n{self.log_tail()}",
         )
 
     def queue(self) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,9 @@ def _starttls(client: smtplib.SMTP, tls: TlsOptions, transcript: Transcript) -> 
     if isinstance(sock, ssl.SSLSocket):
         transcript.tls_version = sock.version()
         peer = sock.getpeercert() if tls.ca_file is not None else None
-        for rdn in (peer or {}).get("subject", ()):
-            transcript.server_cert_cn = next(
-                (v for k, v in rdn if k == "commonName"), transcript.server_cert_cn
-            )
+        subject: Any = (peer or {}).get("subject", ())
+        names = [pair[1] for rdn in subject for pair in rdn if pair[0] == "commonName"]
+        transcript.server_cert_cn = names[-1] if names else None
     transcript.ehlo_tls = _reply(*client.ehlo(client.local_hostname))
     return True
 
@@ -170,7 +170,8 @@ def send(
     client = smtplib.SMTP(local_hostname=helo, timeout=timeout, source_address=(source_address or "", 0))
     try:
         transcript.banner = _reply(*client.connect(host, port))
-        client._host = (tls.server_hostname if tls else None) or host  # smtplib's SNI / hostname check
+        # smtplib's SNI / hostname check uses the host given to the constructor, not to connect().
+        client._host = (tls.server_hostname if tls else None) or host  # type: ignore[attr-defined]
         transcript.ehlo = _reply(*client.ehlo(helo))
         proceed = transcript.banner.code == 220 and transcript.ehlo.ok
         if proceed and starttls:
