@@ -19,11 +19,12 @@ from tests.milter.lab import MilterLab, start_lab, stop_lab, trust_index
 from tests.support.common import wait_until
 
 from mssante.journal.digest import body_sha256_of_message
+from mssante.lab.pki import Pki
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[MilterLab]:
-    instance = start_lab()
+def lab(pki: Pki) -> Iterator[MilterLab]:
+    instance = start_lab(pki)
     try:
         yield instance
     finally:
@@ -266,9 +267,9 @@ def test_trust8_trust_list_switch_picked_up_without_restart(lab: MilterLab) -> N
     assert lab.process is not None and lab.process.pid == pid
 
 
-def test_milter_on_inet_socket() -> None:
+def test_milter_on_inet_socket(pki: Pki) -> None:
     """The optional inet socket: same decisions (and data() is defined, so Postfix never stalls)."""
-    lab = start_lab(inet=True)
+    lab = start_lab(pki, inet=True)
     try:
         sender, rcpt = f"dr.durand@{lab.peer}", f"dr.martin@{lab.local}"
         msgid, raw = message(sender, rcpt)

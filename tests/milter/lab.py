@@ -267,11 +267,11 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
         process.wait(timeout=15)
 
 
-def start_lab(inet: bool = False) -> MilterLab:
+def start_lab(pki: Pki | None = None, inet: bool = False) -> MilterLab:
+    """Start a lab under a fresh 0755 directory (with the session's test PKI when given)."""
     base = make_base_dir("milter-e2e")
     try:
-        pki = ensure_pki(base / "pki")
-        return MilterLab(base, pki, inet=inet).start()
+        return MilterLab(base, pki or ensure_pki(base / "pki"), inet=inet).start()
     except BaseException:
         remove_base_dir(base)
         raise
