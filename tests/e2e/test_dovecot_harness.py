@@ -350,16 +350,13 @@ def install_role(host: DovecotHost, introspection_url: str) -> None:
     _write_ca_bundles(host.base / "etc/dovecot", host.pki)
 
 
-def start(host: DovecotHost) -> None:
+def start(host: DovecotHost, *, with_mssante: bool = True) -> None:
     check = host.doveconf("-n")
     assert check.returncode == 0, check.stderr
     host.process = subprocess.Popen(["dovecot", "-F", "-c", str(host.config)])
-    for address, port in (
-        (host.addresses["ordinary"], 143),
-        (host.addresses["app"], 143),
-        (host.addresses["personal"], 143),
-    ):
-        _wait_port(address, port, host.process, lambda: host.log)
+    names = ("ordinary", "app", "personal") if with_mssante else ("ordinary",)
+    for name in names:
+        _wait_port(host.addresses[name], 143, host.process, lambda: host.log)
 
 
 def stop(host: DovecotHost) -> None:
