@@ -152,6 +152,7 @@ def build_generation(
     document: dict[str, Any],
     postfix_config_dir: Path | None,
     now: datetime,
+    data: bytes | None = None,
 ) -> Path:
     """Write a complete generation directory (not yet current) and return it."""
     out_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -159,8 +160,7 @@ def build_generation(
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
         os.chmod(staging, 0o755)  # noqa: S103 - Postfix (another user) reads the maps
-        data = index_bytes(document)
-        _write(staging / INDEX_FILE, data)
+        _write(staging / INDEX_FILE, data if data is not None else index_bytes(document))
         transport, tls_policy = map_lines(document)
         for name, lines in (("transport", transport), ("tls_policy", tls_policy)):
             _write(staging / name, ("\n".join(lines) + "\n").encode("utf-8"))

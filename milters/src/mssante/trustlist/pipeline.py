@@ -124,11 +124,13 @@ def _attempt(
     locals_ = [parse.normalise_name(name) for name in settings.local_domains]
     document = compiler.index_document(trust_list, locals_, digest)
     target = compiler.current_target(out_dir)
-    if _current_index_bytes(out_dir) == compiler.index_bytes(document) and target is not None:
+    current = _current_index_bytes(out_dir) if target is not None else None
+    compiled = compiler.index_bytes(document) if current is not None else None
+    if target is not None and current is not None and current == compiled:
         message = "same content as the current list: nothing to switch"
         return Result(Outcome.UNCHANGED, message, target.name), _describe(trust_list, target.name, digest)
     try:
-        generation = compiler.build_generation(out_dir, document, settings.postfix_config_dir, now)
+        generation = compiler.build_generation(out_dir, document, settings.postfix_config_dir, now, compiled)
         compiler.switch(out_dir, generation)
     except (OSError, compiler.CompileError) as exc:
         return Result(Outcome.COMPILE_FAILED, f"compiling failed: {exc}"), {}
