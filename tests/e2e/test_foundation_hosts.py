@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
+import pytest
 from tests.conftest import HostFactory, SinkFactory
 from tests.support.common import free_port, run_command
 from tests.support.hosts import HostNetwork, TestHost
@@ -82,3 +84,28 @@ def test_host_teardown_removes_processes_namespaces_and_links() -> None:
     assert run_command(["ip", "link", "show", network.bridge], check=False).returncode != 0
     assert str(base) not in Path("/proc/self/mounts").read_text()
     assert not base.exists() or os.environ.get("MSSANTE_KEEP_TEST_DIRS")
+
+
+@pytest.mark.devonly
+def test_ansible_runs_inside_a_host_against_default_paths(host_factory: HostFactory, base_dir: Path) -> None:
+    """A playbook run inside a host (local connection) writes the host's /etc, not the machine's."""
+    host = host_factory("managed")
+    marker = f"# test host {host.netns}"
+    playbook = base_dir / "play.yml"
+    playbook.write_text(
+        "- hosts: localhost\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - ansible.builtin.copy:\n"
+        "        dest: /etc/postfix-mssante/main.cf\n"
+        f'        content: "{marker}\\n"\n'
+        "        mode: '0644'\n"
+    )
+    ansible = Path(sys.executable).parent / "ansible-playbook"
+    argv = [str(ansible), "-i", "localhost,", "-c", "local", str(playbook)]
+    env = {"ANSIBLE_PYTHON_INTERPRETER": sys.executable}
+    assert "changed=1" in host.run(argv, env=env, timeout=180).stdout
+    assert "changed=0" in host.run(argv, env=env, timeout=180).stdout
+    assert host.fs("/etc/postfix-mssante/main.cf").read_text() == f"{marker}\n"
+    machine = Path("/etc/postfix-mssante/main.cf")
+    assert not machine.exists() or marker not in machine.read_text()

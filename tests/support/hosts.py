@@ -75,13 +75,14 @@ class TestHost:
     def uts_file(self) -> Path:
         return self.base / "ns" / "uts"
 
-    def nsenter(self, argv: Sequence[str]) -> list[str]:
+    def nsenter(self, argv: Sequence[str], cwd: str = "/") -> list[str]:
+        """``argv`` prefixed with the nsenter call that runs it inside the host, in ``cwd``."""
         return [
             "nsenter",
             f"--mount={self.mnt_file}",
             f"--uts={self.uts_file}",
             f"--net=/run/netns/{self.netns}",
-            "--wd=/",
+            f"--wd={cwd}",
             "--",
             *argv,
         ]
@@ -94,9 +95,10 @@ class TestHost:
         check: bool = True,
         timeout: float = 60,
         env: Mapping[str, str] | None = None,
+        cwd: str = "/",
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` inside the host (its files, network and hostname)."""
-        return run_command(self.nsenter(argv), input=input, check=check, timeout=timeout, env=env)
+        """Run ``argv`` inside the host (its files, network and hostname); CommandError on failure."""
+        return run_command(self.nsenter(argv, cwd), input=input, check=check, timeout=timeout, env=env)
 
     def popen(self, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
         """Start a long-running process inside the host; teardown kills whatever is left."""
