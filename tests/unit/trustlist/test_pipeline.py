@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mssante.trustlist import pipeline
-from mssante.trustlist.index import TrustIndex
+from mssante.trustlist.index import IndexWatcher, TrustIndex
 from mssante.trustlist.model import Outcome
 from mssante.trustlist.settings import Settings
 from mssante.trustlist.status import read_status
@@ -193,13 +193,34 @@ def test_trust8_switch_under_concurrent_reader(tmp_path: Path) -> None:
                 problems.append(f"mixed or partial: {sorted(prefixes)} {len(listed)}")
             seen.add(document["generated"])
 
+    watcher = IndexWatcher(tmp_path / "current", interval_ms=0)
+    generations: list[str] = []
+
+    def watching_reader() -> None:
+        while not stop.is_set():
+            try:
+                index = watcher.get()
+            except Exception as exc:  # any exception is a failure of the switch
+                problems.append(repr(exc))
+                continue
+            listed = [e.a_label for e in index.entries() if not e.local]
+            if len({key.split("-")[0] for key in listed}) != 1 or len(listed) != 40:
+                problems.append(f"watcher saw a mixed index in {index.generation}")
+            if not generations or generations[-1] != index.generation:
+                generations.append(index.generation)
+
     thread = threading.Thread(target=reader)
     thread.start()
+    second = threading.Thread(target=watching_reader)
+    second.start()
     try:
         for data in versions[1:]:
             assert pipeline.run(data, settings(tmp_path, max_shrink=1.0)).outcome is Outcome.SWITCHED
     finally:
         stop.set()
         thread.join(timeout=30)
+        second.join(timeout=30)
     assert not problems, problems[:5]
     assert len(seen) >= 2  # the reader really ran across switches
+    assert generations == sorted(generations) and len(generations) >= 2  # the watcher followed them
+    assert watcher.failures == 0
