@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mssante.trustlist.index import (
     IndexLoadError,
@@ -170,3 +172,13 @@ def test_watcher_without_any_index_fails_closed(tmp_path: Path) -> None:
     with pytest.raises(IndexUnavailableError):
         watcher.get()
     assert watcher.failures == 1
+
+
+@given(st.text(max_size=80))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_trust5_lookup_never_raises(index: TrustIndex, name: str) -> None:
+    entry = index.lookup(name)
+    assert entry is None or entry.a_label in {"chu-exemple.mssante.fr", IDN_A, "hopital-exemple.mssante.fr"}
+    index.cn_listed_for(name, name)
+    index.is_local(name)
+    index.any_listed_cn(name)
