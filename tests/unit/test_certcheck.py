@@ -311,6 +311,14 @@ def test_cli_config_error_exit_2(tmp_path: Path) -> None:
     assert "lower-case slug" in result.stderr
 
 
+def test_cli_unwritable_textfile_exit_2(live_lab: Lab, tmp_path: Path) -> None:
+    """A text file that cannot be written is a job failure (2), not a reported problem (1)."""
+    target = tmp_path / "missing-dir" / "mssante_certcheck.prom"
+    result = _run("--certificate", f"igc_chain={live_lab.pki.chain}", "--textfile", str(target))
+    assert result.returncode == 2
+    assert "cannot write" in result.stderr
+
+
 def _free_address() -> tuple[str, int]:
     host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
     with socket.socket() as sock:

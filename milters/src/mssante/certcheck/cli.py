@@ -5,7 +5,7 @@ collector; run it from a timer). With ``listen`` it keeps running, serves the pa
 address and checks again every ``interval_seconds``.
 
 Exit status: 0 all checks passed, 1 a problem was found (the page still reports it), 2 usage or
-configuration error.
+configuration error, or the text file could not be written.
 """
 
 from __future__ import annotations
@@ -122,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     report = run_checks(config)
     registry, _ = registry_for(report)
     if config.textfile is not None:
-        write_to_textfile(str(config.textfile), registry)
+        try:
+            write_to_textfile(str(config.textfile), registry)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            print(f"mssante-certcheck: cannot write {config.textfile}: {reason}", file=sys.stderr)
+            return EXIT_USAGE
     else:
         sys.stdout.write(generate_latest(registry).decode("utf-8"))
     return _report_problems(report)
