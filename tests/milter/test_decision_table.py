@@ -363,3 +363,32 @@ def test_trace1_aggregate_kept_when_journal_down(tmp_path: Path) -> None:
     world.aggregator.sink = world.journal
     assert world.aggregator.flush(force=True) == 1
     assert world.records()[0]["count"] == 1
+
+
+# Rows of docs/milter.md not covered by REFUSALS (which keys one row per reason).
+MORE_ROWS = [
+    ("outbound-tls", Row(587, ME, auth="dr.martin", tls="TLSv1.1"), Reason.TLS_REQUIRED),
+    ("outbound-bad-sender", Row(587, "no-at-sign", auth="dr.martin"), Reason.BAD_ADDRESS),
+    ("bad-recipient", Row(25, f"dr.house@{PEER}", "no-at-sign", cn=PEER_CN), Reason.BAD_ADDRESS),
+    ("outbound-unknown-local", Row(587, ME, f"nobody@{LOCAL}", auth="dr.martin"), Reason.RECIPIENT_UNKNOWN),
+    ("outbound-unknown-port-rcpt", Row(2525, "", cn=PEER_CN), Reason.UNKNOWN_LISTENER),
+]
+
+
+@pytest.mark.parametrize(("name", "row", "reason"), MORE_ROWS, ids=[r[0] for r in MORE_ROWS])
+def test_more_decision_rows(tmp_path: Path, name: str, row: Row, reason: Reason) -> None:
+    """TRUST-6, TRUST-7: the remaining rows of the table answer their reason."""
+    rc, text, _ = run_row(World(tmp_path), row)
+    assert rc == Milter.REJECT
+    assert text is not None and f"(reason {reason.value};" in text
+
+
+def test_trust7_local_to_local_and_outbound_controls(tmp_path: Path) -> None:
+    """TRUST-7 controls: internal mail between local mailboxes and mail to any listed domain pass."""
+    world = World(tmp_path)
+    ctx = connect(world, port=587, auth="dr.martin")
+    assert ctx._envfrom(f"<{ME}>") == Milter.CONTINUE
+    for rcpt in (f"secretariat@{LOCAL}", f"dpi@{LOCAL.upper()}", f"a@{PEER}", f"b@{OTHER.upper()}"):
+        assert ctx._envrcpt(f"<{rcpt}>") == Milter.CONTINUE, rcpt
+    assert send_message(ctx, simple_message()) == Milter.ACCEPT
+    assert len(world.records()[0]["rcpts"]) == 4

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import idna
+from mssante.trustlist.index import normalise_domain
 
 SUPPORTED_SCHEMA = 1
 _KEYS = {"address", "type", "owners", "cert_cns", "rpps", "structure_id", "red_list"}
@@ -42,14 +42,12 @@ class MailboxTableError(Exception):
 
 
 def normalize_domain(domain: str) -> str | None:
-    """Lower-case A-label form of ``domain``, or None when it is not a valid domain name."""
-    text = domain.strip().rstrip(".")
-    if not text:
-        return None
-    try:
-        return idna.encode(text, uts46=True).decode("ascii").lower()
-    except (idna.IDNAError, UnicodeError):
-        return None
+    """Lower-case A-label form of ``domain``, or None when it is not a usable domain name.
+
+    The trust list's own normalisation (one definition for both tables), after a trailing dot.
+    """
+    text = domain.strip()
+    return normalise_domain(text[:-1] if text.endswith(".") else text)
 
 
 def split_address(address: str) -> tuple[str, str] | None:
