@@ -668,3 +668,24 @@ def test_uninstall_removes_instance_keeps_journal(fresh_host: ConvertHost) -> No
     assert not MULTI_KEYS & set(n)
     assert host.answers(host.ordinary)
     assert not host.answers(host.address)
+
+
+# ---------------------------------------------------------------------------------------------
+# Molecule: the `default` scenario (converge, idempotence, verify against the requirements)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_molecule_default_scenario_trust7_tls1_tls3_tls5(fresh_host: ConvertHost) -> None:
+    """Molecule's default scenario converges the dirty host, proves idempotence and verifies."""
+    host = fresh_host
+    host.start_milter()
+    env = {
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "MSSANTE_MOLECULE_ADDRESS": host.address,
+        "MSSANTE_MOLECULE_ORDINARY": host.ordinary,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "MOLECULE_NO_LOG": "false",
+        "HOME": str(host.base),
+    }
+    result = host.run(["sh", "-c", f"cd {REPO} && molecule test -s default"], check=False, timeout=900, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
