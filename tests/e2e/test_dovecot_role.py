@@ -213,7 +213,7 @@ def test_role_rolls_back_when_the_smoke_test_fails(ordinary_host: DovecotHost) -
     )
     result = _play(ordinary_host, values)
     assert result.returncode != 0
-    assert "rolled back" in result.stdout
+    assert "rolled back" in result.stdout, result.stdout[-6000:]
     assert users.read_bytes() == before
     _oauth_login(ordinary_host)
     _ordinary_login(ordinary_host)
