@@ -153,6 +153,9 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     for line in Store(Path(args.dir)).lines():
+        if not line.check_ok:
+            print(f"damaged line {line.segment.path.name}:{line.number} (run verify)", file=sys.stderr)
+            continue
         record = json.loads(line.data)
         if args.seq is not None and record.get("seq") != args.seq:
             continue
@@ -167,6 +170,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     first = last = None
     for line in store.lines():
+        if not line.check_ok:
+            counts["damaged"] = counts.get("damaged", 0) + 1
+            continue
         record = json.loads(line.data)
         counts[record["type"]] = counts.get(record["type"], 0) + 1
         first = first or record["time"]

@@ -23,6 +23,13 @@ class JournalUnavailable(Exception):
     """The journal did not durably accept the request (down, refused, timed out, invalid record)."""
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the server closed this idle connection (readable means EOF or error), without blocking."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class JournalClient:
     def __init__(self, socket_path: Path | str, timeout: float = 5.0) -> None:
         self.socket_path = str(socket_path)
@@ -55,7 +62,7 @@ class JournalClient:
 
     def _connection(self) -> socket.socket:
         sock: socket.socket | None = getattr(self._local, "sock", None)
-        if sock is not None and select.select([sock], [], [], 0)[0]:
+        if sock is not None and _closed_by_peer(sock):
             self.close()  # the server closed it (restart): a fresh one, nothing was sent on it
             sock = None
         if sock is None:

@@ -94,6 +94,8 @@ def load(directory: Path, progress: Callable[[int], None] | None = None) -> Load
 
 def _records(store: Store, since: str | None, until: str | None, limit: int) -> Iterator[tuple[int, bytes]]:
     for line in store.lines():
+        if not line.check_ok:  # a line being written (beyond the checkpoint) or damaged: verify says which
+            return
         seq_match, time_match = _SEQ.search(line.data), _TIME.search(line.data)
         if seq_match is None or time_match is None:
             raise ExportError(f"record at {line.segment.path.name}:{line.number} is damaged; run verify")
@@ -174,6 +176,8 @@ def prove(
     loaded = load(directory)
     proofs = []
     for line in Store(directory).lines():
+        if not line.check_ok:
+            break
         record = json.loads(line.data)
         if record["seq"] >= loaded.size:
             break

@@ -94,7 +94,7 @@ class JournalServer:
         self._stopping = threading.Event()
         self._handlers: dict[str, Callable[[_Job], dict[str, Any]]] = {
             "checkpoint": lambda job: {"checkpoint": self.journal.checkpoint(force=True)},
-            "rotate-key": lambda job: _result(self.journal.rotate_key()),
+            "rotate-key": self._rotate,
             "purge": self._purge,
             "status": lambda job: {
                 "size": self.journal.size,
@@ -229,6 +229,11 @@ class JournalServer:
             else:
                 self.metrics.records.labels(job.payload["record"]["type"]).inc()
                 job.future.set_result({"ok": True, **_result(result)})
+
+    def _rotate(self, job: _Job) -> dict[str, Any]:
+        result = self.journal.rotate_key()
+        self.metrics.records.labels(RecordType.KEY.value).inc()
+        return _result(result)
 
     def _purge(self, job: _Job) -> dict[str, Any]:
         days = job.payload.get("older_than_days")
