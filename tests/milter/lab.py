@@ -192,7 +192,11 @@ class MilterLab:
             process = subprocess.Popen(
                 [HOST_PYTHON, *args], env=ENV, stdout=out, stderr=subprocess.STDOUT, cwd=self.base
             )
-        wait_until(lambda: ready() or process.poll() is not None, 20, f"{socket} or port {port}")
+        try:
+            wait_until(lambda: ready() or process.poll() is not None, 20, f"{socket} or port {port}")
+        except TimeoutError:
+            _stop(process, signal.SIGKILL)
+            raise
         if process.poll() is not None:
             raise RuntimeError(f"{args} exited: {log.read_text()}")
         return process
@@ -215,15 +219,18 @@ class MilterLab:
         _stop(process, sig)
 
     def stop(self) -> None:
+        """Stop everything that started, in reverse order, even when one stop fails."""
         try:
             if hasattr(self, "postfix"):
                 self.postfix.stop()
         finally:
-            self.stop_milter()
-            self.stop_journal()
-            self.sink.stop()
-            if hasattr(self, "dovecot"):
-                self.dovecot.stop()
+            try:
+                self.stop_milter()
+                self.stop_journal()
+            finally:
+                self.sink.stop()
+                if hasattr(self, "dovecot"):
+                    self.dovecot.stop()
 
     # ---- use ------------------------------------------------------------------------------------
     def send(
@@ -270,10 +277,16 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
 def start_lab(pki: Pki | None = None, inet: bool = False) -> MilterLab:
     """Start a lab under a fresh 0755 directory (with the session's test PKI when given)."""
     base = make_base_dir("milter-e2e")
+    lab: MilterLab | None = None
     try:
-        return MilterLab(base, pki or ensure_pki(base / "pki"), inet=inet).start()
+        lab = MilterLab(base, pki or ensure_pki(base / "pki"), inet=inet)
+        return lab.start()
     except BaseException:
-        remove_base_dir(base)
+        try:
+            if lab is not None:
+                lab.stop()  # whatever had started (Dovecot, sink, journal, milter, Postfix)
+        finally:
+            remove_base_dir(base)
         raise
 
 
