@@ -239,7 +239,7 @@ def _status(host: Host) -> dict[str, tuple[str, int | None]]:
 
 @pytest.mark.timeout(1500)
 def test_python_roles_converge_run_services_and_are_idempotent(host: Host) -> None:
-    """The four roles install the host runtime, render and validate the config, and keep the services up."""
+    """The four roles install the runtime, validate the config, keep the services up; idempotent, check-safe."""
     inventory, play = _write_play(host.base)
     first = _playbook(host, inventory, play)
     assert first.returncode == 0, tail(first.stdout, 120) + tail(first.stderr)
@@ -302,3 +302,10 @@ def test_python_roles_converge_run_services_and_are_idempotent(host: Host) -> No
     assert second.returncode == 0, tail(second.stdout, 120)
     recap = _recap(second.stdout)
     assert recap["changed"] == 0, tail(second.stdout, 200)
+
+    # Check mode on the converged host: succeeds, reports nothing to change, and changes nothing.
+    milter_pid = _status(host)["mssante-milter"][1]
+    check = _playbook(host, inventory, play, "--check", "--diff")
+    assert check.returncode == 0, tail(check.stdout, 120)
+    assert _recap(check.stdout)["changed"] == 0, tail(check.stdout, 200)
+    assert _status(host)["mssante-milter"][1] == milter_pid
