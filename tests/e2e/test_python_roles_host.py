@@ -239,7 +239,7 @@ def _status(host: Host) -> dict[str, tuple[str, int | None]]:
 
 @pytest.mark.timeout(1500)
 def test_python_roles_converge_run_services_and_are_idempotent(host: Host) -> None:
-    """The four roles install the runtime, validate the config, keep the services up; idempotent, check-safe."""
+    """The roles install the runtime, validate the config, keep services up; idempotent, check-safe."""
     inventory, play = _write_play(host.base)
     first = _playbook(host, inventory, play)
     assert first.returncode == 0, tail(first.stdout, 120) + tail(first.stderr)
