@@ -151,7 +151,8 @@ def test_msg2_msg4_forged_tags_stripped_mss_headers_and_content_byte_for_byte(la
         b"x-mss-ins: O\r\n"
         b"X-MSS-MES: FIN\r\n"
     )
-    forged = b"X-MSSante-Trace: forged-1; host=elsewhere\r\nX-MSSante-Verdict: pass; forged\r\n"
+    forged_before = b"X-MSSante-Trace: forged-1; host=elsewhere\r\nX-MSSante-Verdict: pass; forged\r\n"
+    forged_after = b"x-mssante-trace: forged-2\r\n"
     mime = (
         b"MIME-Version: 1.0\r\n"
         b'Content-Type: multipart/report; report-type=disposition-notification; boundary="b1"\r\n'
@@ -165,7 +166,8 @@ def test_msg2_msg4_forged_tags_stripped_mss_headers_and_content_byte_for_byte(la
         b"UEsDBBQAAAAIAAAAIQBsb3JlbSBpcHN1bSBkb2xvciBzaXQgYW1ldA==\r\n--b1--\r\n"
         b".a line that SMTP dot-stuffs\r\n"
     )
-    msgid, raw = message(f"dr.durand@{lab.peer}", f"dr.martin@{lab.local}", forged + mss + mime, body)
+    extra = forged_before + mss + forged_after + mime  # forged copies around the X-MSS-* block
+    msgid, raw = message(f"dr.durand@{lab.peer}", f"dr.martin@{lab.local}", extra, body)
     t = lab.send(lab.peer_port, f"dr.durand@{lab.peer}", [f"dr.martin@{lab.local}"], raw, cert=lab.pki.peer)
     assert t.delivered, t
     [got] = wait_until(lambda: lab.received(msgid), 20, "delivery")
