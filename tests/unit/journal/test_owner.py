@@ -142,3 +142,29 @@ def test_trace2_every_bit_flip_in_an_exported_record_fails(tmp_path: Path) -> No
         data[bit // 8] ^= 1 << (bit % 8)
         with pytest.raises((bundle_verifier.Failed, ValueError)):
             bundle_verifier.verify_bundle(files | {"records.jsonl": bytes(data)}, public)
+
+
+def test_trace2_rotation_interrupted_after_the_key_record_is_finished_at_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = make_journal(tmp_path, 2)
+    genesis = keys.load_verifier(tmp_path / "keys" / "signing.pub")
+
+    def crash(self: Journal, new: object) -> None:
+        raise KeyboardInterrupt  # the process dies between the key record and the hand-over
+
+    monkeypatch.setattr(Journal, "_finish_rotation", crash)
+    with pytest.raises(KeyboardInterrupt):
+        journal.rotate_key()
+    journal.close()
+    monkeypatch.undo()
+    conf = settings(tmp_path)
+    assert (conf.signing_key.parent / "signing.key.new").exists()
+    reopened = Journal(conf, keys.load_signer(conf.signing_key))  # still the old key on disk
+    reopened.open()
+    reopened.append_batch([accepted(9)])
+    reopened.checkpoint()
+    reopened.close()
+    assert keys.load_verifier(conf.public_key) != genesis
+    report = verify_directory(conf.dir, genesis)
+    assert report.ok, report.problems

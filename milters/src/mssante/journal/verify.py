@@ -18,7 +18,7 @@ from mssante.journal import records
 from mssante.journal.keys import KeyEpoch, key_in_force
 from mssante.journal.merkle import CompactRange, ProofError, leaf_hash, verify_inclusion
 from mssante.journal.note import NoteError, SignedCheckpoint, VerifierKey, parse_checkpoint
-from mssante.journal.store import Store, write_atomic
+from mssante.journal.store import Line, Store, write_atomic
 
 MAX_PROBLEMS = 50
 _SEQ = re.compile(rb'"seq":(\d+)[,}]')
@@ -123,7 +123,7 @@ def verify_directory(
     if state.compact.end in state.checkpoints:  # the checkpoint kept at a purge boundary
         _check_checkpoints(state.compact.end, state)
     for line in store.lines():
-        _check_line(line.data, line.leaf, line.check_ok, f"{line.segment.path.name}:{line.number}", state)
+        _check_line(line, state)
         if progress and report.records % 65536 == 0:
             progress(report.records)
     report.size = state.compact.end
@@ -195,20 +195,26 @@ def _load_checkpoints(store: Store, external: list[tuple[str, str]], state: _Sta
     state.report.checkpoints = sum(len(v) for v in state.checkpoints.values())
 
 
-def _check_line(data: bytes, leaf: bytes, check_ok: bool, where: str, state: _State) -> None:
-    report, seq = state.report, state.compact.end
+def _check_line(line: Line, state: _State) -> None:
+    report, seq, data = state.report, state.compact.end, line.data
     report.records += 1
-    if not check_ok:
-        report.add(Problem(Finding.DAMAGED_RECORD, "stored line does not match its check digits", seq, where))
+    if not line.check_ok:
+        detail = "stored line does not match its check digits"
+        report.add(Problem(Finding.DAMAGED_RECORD, detail, seq, _where(line)))
     elif state.schema or b'"type":"key"' in data:
-        _check_record(data, seq, where, state)
-    elif (match := _SEQ.search(data)) is None or int(match.group(1)) != seq:
+        _check_record(data, seq, _where(line), state)
+    elif b'"seq":%d,' % seq not in data:  # the key occurs once: any other value is out of place
+        match = _SEQ.search(data)
         found = match.group(1).decode() if match else "none"
         detail = f"holds seq {found} at position {seq} (missing, duplicated or reordered)"
-        report.add(Problem(Finding.SEQUENCE, detail, seq, where))
-    state.compact.append(leaf)
+        report.add(Problem(Finding.SEQUENCE, detail, seq, _where(line)))
+    state.compact.append(line.leaf)
     if state.compact.end in state.checkpoints:
         _check_checkpoints(state.compact.end, state)
+
+
+def _where(line: Line) -> str:
+    return f"{line.segment.path.name}:{line.number}"
 
 
 def _check_record(data: bytes, seq: int, where: str, state: _State) -> None:
