@@ -15,21 +15,17 @@ import json
 import os
 import re
 import shutil
-import smtplib
-import ssl
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.support.common import random_loopback, wait_until
 
 from mssante.lab.pki import Pki, ensure_pki
-from tests.support.common import random_loopback, wait_until
 
 pytestmark = [pytest.mark.devonly, pytest.mark.timeout(900)]
 
@@ -150,7 +146,10 @@ smtpd_peername_lookup = no
 maillog_file = /var/log/postfix.log
 """
 DIRTY_MAPS = {
-    "transport": "# site routes\n{local} smtp:[127.9.9.9]\n.{local} smtp:[127.9.9.9]\nlabo.example smtp:[127.8.8.8]:2525\n",
+    "transport": (
+        "# site routes\n{local} smtp:[127.9.9.9]\n.{local} smtp:[127.9.9.9]\n"
+        "labo.example smtp:[127.8.8.8]:2525\n"
+    ),
     "relay_domains": "{local} OK\npartner.example OK\n",
     "virtual": "contact@hopital-a.test direction@hopital-a.test\n",
     "aliases": "postmaster: root\n",
@@ -309,10 +308,10 @@ class ConvertHost:
         self.milter = self.popen(
             [HOST_PYTHON, str(script), "unix:/var/spool/postfix-mssante/mssante/milter.sock"]
         )
-        wait_until(lambda: (sock_dir / "milter.sock").exists(), 15, "the stand-in milter")
+        wait_until((sock_dir / "milter.sock").exists, 15, "the stand-in milter")
 
     def start_dovecot(self) -> None:
-        """Dovecot's SASL and LMTP sockets under the instance's queue directory (stand-in for mssante_dovecot)."""
+        """Dovecot's SASL and LMTP sockets under the queue directory (stand-in for mssante_dovecot)."""
         private = self.root / "var/spool/postfix-mssante/private"
         private.mkdir(parents=True, exist_ok=True)
         shutil.chown(private, "postfix", "root")
@@ -320,7 +319,7 @@ class ConvertHost:
         conf = self.base / "dovecot.conf"
         conf.write_text(DOVECOT_CONF)
         self.popen(["dovecot", "-c", str(conf)]).wait(timeout=30)
-        wait_until(lambda: (private / "auth-mssante").exists(), 15, "Dovecot's auth socket")
+        wait_until((private / "auth-mssante").exists, 15, "Dovecot's auth socket")
 
     def stop_milter(self) -> None:
         if self.milter:
@@ -417,7 +416,7 @@ class ConvertHost:
 def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
     match = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout)
     assert match, result.stdout[-3000:] + result.stderr[-3000:]
-    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups()), strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -474,7 +473,7 @@ def converted(pki: Pki) -> Iterator[tuple[ConvertHost, dict[str, Any]]]:
 
 
 def test_convert_succeeds_and_reports_ordinary(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
-    host, before = converted
+    _, before = converted
     result = before["first"]
     assert recap(result)["failed"] == 0, result.stdout[-6000:]
     assert "Claims on MSSanté domains removed" in result.stdout
@@ -687,5 +686,7 @@ def test_molecule_default_scenario_trust7_tls1_tls3_tls5(fresh_host: ConvertHost
         "MOLECULE_NO_LOG": "false",
         "HOME": str(host.base),
     }
-    result = host.run(["sh", "-c", f"cd {REPO} && molecule test -s default"], check=False, timeout=900, env=env)
+    result = host.run(
+        ["sh", "-c", f"cd {REPO} && molecule test -s default"], check=False, timeout=900, env=env
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]

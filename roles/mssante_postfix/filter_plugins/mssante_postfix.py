@@ -8,7 +8,9 @@ import re
 
 def milter_main(settings, endpoint):
     """main.cf entries ({name, value}) from the milter's postfix_settings.yml data."""
-    entries = [{"name": k, "value": "" if v is None else str(v)} for k, v in settings.get("parameters", {}).items()]
+    entries = [
+        {"name": k, "value": "" if v is None else str(v)} for k, v in settings.get("parameters", {}).items()
+    ]
     for name, macros in settings.get("macros", {}).items():
         value = " ".join(macros) if isinstance(macros, list) else str(macros)
         entries.append({"name": name, "value": value})

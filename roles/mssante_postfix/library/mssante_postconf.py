@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """Structured, idempotent edits of a Postfix instance's main.cf, master.cf and small maps."""
 
 from __future__ import annotations
@@ -7,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
@@ -293,12 +291,14 @@ def main():
         before = _read(os.path.join(live, name))
         if before != text:
             changed_files.append(name)
-            diffs.append({
-                "before_header": os.path.join(live, name),
-                "after_header": os.path.join(live, name),
-                "before": before or "",
-                "after": text or "",
-            })
+            diffs.append(
+                {
+                    "before_header": os.path.join(live, name),
+                    "after_header": os.path.join(live, name),
+                    "before": before or "",
+                    "after": text or "",
+                }
+            )
     for name, kind in postmaps.items():
         if name not in changed_files and _map_db_missing(live, name, kind):
             changed_files.append(name)

@@ -1,11 +1,9 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """Smoke test of an SMTP listener through a real transaction: EHLO, STARTTLS, MAIL, RCPT, RSET."""
 
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 import time
 
@@ -71,7 +69,11 @@ def _connect(params):
 
 
 def _context(params):
-    context = ssl.create_default_context(cafile=params["ca_file"]) if params["ca_file"] else ssl.create_default_context()
+    context = (
+        ssl.create_default_context(cafile=params["ca_file"])
+        if params["ca_file"]
+        else ssl.create_default_context()
+    )
     if not params["ca_file"]:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -98,7 +100,10 @@ def run(params):
             if _step(steps, "EHLO", *client.ehlo(params["helo"])) != 250:
                 return steps, "failed"
         verdict = "alive"
-        for name, cmd in (("MAIL", f"MAIL FROM:<{params['mail_from']}>"), ("RCPT", f"RCPT TO:<{params['rcpt_to']}>")):
+        for name, cmd in (
+            ("MAIL", f"MAIL FROM:<{params['mail_from']}>"),
+            ("RCPT", f"RCPT TO:<{params['rcpt_to']}>"),
+        ):
             code = _step(steps, name, *client.docmd(cmd))
             if 500 <= code < 600:
                 verdict = "policy"
@@ -133,12 +138,15 @@ def main():
     )
     try:
         steps, verdict = run(module.params)
-    except (OSError, smtplib.SMTPException, ssl.SSLError, ConnectionError, socket.timeout) as exc:
+    except (TimeoutError, OSError, smtplib.SMTPException, ssl.SSLError, ConnectionError) as exc:
         module.fail_json(msg=f"SMTP smoke test failed: {exc}", verdict="failed", steps=[])
     if verdict == "failed":
         last = steps[-1] if steps else {}
-        module.fail_json(msg=f"SMTP smoke test failed at {last.get('step')}: {last.get('code')} {last.get('reply')}",
-                         verdict=verdict, steps=steps)
+        module.fail_json(
+            msg=f"SMTP smoke test failed at {last.get('step')}: {last.get('code')} {last.get('reply')}",
+            verdict=verdict,
+            steps=steps,
+        )
     module.exit_json(changed=False, verdict=verdict, steps=steps)
 
 

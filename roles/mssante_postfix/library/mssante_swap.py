@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 """Back up, swap in and restore a Postfix instance's files, with SHA-256 digests in a manifest."""
 
 from __future__ import annotations
@@ -69,8 +68,15 @@ def _entry(live_dir, name):
     if not os.path.lexists(path):
         return {"path": path, "name": name, "existed": False}
     st = os.stat(path)
-    return {"path": path, "name": name, "existed": True, "sha256": _sha256(path),
-            "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid}
+    return {
+        "path": path,
+        "name": name,
+        "existed": True,
+        "sha256": _sha256(path),
+        "mode": st.st_mode & 0o7777,
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+    }
 
 
 def _names(params):
@@ -89,8 +95,12 @@ def swap(module, params):
     for entry in entries:
         if entry["existed"]:
             shutil.copy2(entry["path"], os.path.join(backup, "files", entry["name"]))
-    manifest = {"schema": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                "live_dir": live, "entries": entries}
+    manifest = {
+        "schema": 1,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(),
+        "live_dir": live,
+        "entries": entries,
+    }
     with open(os.path.join(backup, "manifest.json"), "w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=2, sort_keys=True)
     by_name = {e["name"]: e for e in entries}
@@ -124,8 +134,9 @@ def restore(module, params):
         changed = True
         if module.check_mode:
             continue
-        _atomic_copy(os.path.join(backup, "files", entry["name"]), path,
-                     entry["mode"], entry["uid"], entry["gid"])
+        _atomic_copy(
+            os.path.join(backup, "files", entry["name"]), path, entry["mode"], entry["uid"], entry["gid"]
+        )
         if _sha256(path) != entry["sha256"]:
             bad.append(path)
     if bad:
