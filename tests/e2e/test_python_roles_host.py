@@ -309,3 +309,18 @@ def test_python_roles_converge_run_services_and_are_idempotent(host: Host) -> No
     assert check.returncode == 0, tail(check.stdout, 120)
     assert _recap(check.stdout)["changed"] == 0, tail(check.stdout, 200)
     assert _status(host)["mssante-milter"][1] == milter_pid
+
+
+@pytest.mark.timeout(900)
+def test_python_roles_check_mode_on_a_fresh_host_changes_nothing(host: Host) -> None:
+    """`--check --diff` on a host never converted succeeds and writes nothing (design.md, principle 2)."""
+    inventory, play = _write_play(host.base)
+    check = _playbook(host, inventory, play, "--check", "--diff")
+    assert check.returncode == 0, tail(check.stdout, 120) + tail(check.stderr)
+    assert _recap(check.stdout)["changed"] > 0  # control: it did find what a real run would change
+    for target in MOUNTS:
+        written = sorted(str(p) for p in host.path(target).rglob("*"))
+        if target == "/etc/supervisor":
+            written = [p for p in written if not p.endswith(("/conf.d", "/supervisord.conf"))]
+        assert written == [], f"check mode wrote under {target}: {written}"
+    assert host.supervisorctl("pid").returncode != 0  # no supervisord was started
