@@ -82,6 +82,10 @@ def run(config: MilterConfig) -> int:
     stop = threading.Event()
     flusher = threading.Thread(target=_flush_loop, args=(aggregator, services.metrics, stop), daemon=True)
     flusher.start()
+    try:
+        services.views()
+    except Exception as exc:
+        LOG.error("no usable trust list or mailbox table yet (mail is deferred until there is): %s", exc)
     install(services)
     os.umask(config.socket_umask)
     LOG.info("mssante-milter listening on %s", config.socket)
