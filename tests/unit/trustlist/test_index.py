@@ -165,6 +165,12 @@ def test_trust8_watcher_follows_switch_and_keeps_last_good(tmp_path: Path) -> No
     clock.now = 1.2
     assert watcher.get() is second
     assert watcher.failures == 1
+    clock.now = 1.8  # retried, still broken: counted once
+    assert watcher.get() is second
+    assert watcher.failures == 1
+    (tmp_path / "gen-3" / "index.json").write_text(json.dumps(index_document()), encoding="utf-8")
+    clock.now = 2.4  # repaired in place: the retry loads it
+    assert watcher.get().generation == "gen-3"
 
 
 def test_watcher_without_any_index_fails_closed(tmp_path: Path) -> None:

@@ -234,8 +234,9 @@ class IndexWatcher:
 
     ``get()`` re-reads the link target at most every ``interval_ms`` milliseconds (one cheap
     ``readlink``), loads the new generation when the target changed, and keeps the last good
-    index when the new one fails to load (``failures`` counts those attempts). Callers holding an
-    older index keep a consistent, immutable object.
+    index when the new one fails to load: it retries at every check, and ``failures`` (and
+    ``on_failure``) count each generation that failed once. Callers holding an older index keep a
+    consistent, immutable object.
     """
 
     def __init__(
@@ -253,6 +254,7 @@ class IndexWatcher:
         self._index: TrustIndex | None = None
         self._token: str | None = None
         self._checked_at: float | None = None
+        self._failed_token: str | None = None
         self.failures = 0
         self.last_error: Exception | None = None
 
@@ -267,19 +269,24 @@ class IndexWatcher:
         return target, self.current_link.parent / target
 
     def _refresh(self) -> None:
+        token: str | None = None
         try:
             token, directory = self._target()
             if token == self._token and self._index is not None:
                 return
             index = TrustIndex.load(directory)
         except (OSError, IndexLoadError) as exc:
-            self.failures += 1
             self.last_error = exc
-            if self._on_failure is not None:
-                self._on_failure(exc)
+            # Retried at every check, but counted once per generation that fails to load.
+            if token is None or token != self._failed_token:
+                self._failed_token = token
+                self.failures += 1
+                if self._on_failure is not None:
+                    self._on_failure(exc)
             return
         self._index = index
         self._token = token
+        self._failed_token = None
 
     def get(self) -> TrustIndex:
         """The current index; raises IndexUnavailableError when none ever loaded."""
