@@ -30,6 +30,7 @@ from mssante.journal.records import RecordError, RecordType, check_fields
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 4096
+GATHER_SECONDS = 0.002  # longest wait for requests already read but not yet queued
 
 
 @dataclass
@@ -92,6 +93,10 @@ class JournalServer:
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._arriving = 0  # requests read from a socket and not yet queued
+        self._last_batch = 1
+        self._last_commit = 0.0
         self._handlers: dict[str, Callable[[_Job], dict[str, Any]]] = {
             "checkpoint": lambda job: {"checkpoint": self.journal.checkpoint(force=True)},
             "rotate-key": self._rotate,
@@ -146,6 +151,8 @@ class JournalServer:
                     message = receive(conn)
                     if message is None:
                         return
+                    with self._lock:
+                        self._arriving += 1
                     send(conn, self._handle(message))
                 except (OSError, ProtocolError) as exc:
                     log.debug("journal: connection dropped: %s", exc)
@@ -154,10 +161,13 @@ class JournalServer:
     def _handle(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
         problem = self._check_request(op, message)
+        job = _Job(str(op), message)
+        if problem is None:
+            self.jobs.put(job)
+        with self._lock:
+            self._arriving -= 1
         if problem is not None:
             return self._refuse(problem)
-        job = _Job(str(op), message)
-        self.jobs.put(job)
         try:
             return job.future.result(timeout=60)
         except Exception as exc:
@@ -191,16 +201,35 @@ class JournalServer:
                 first = self.jobs.get(timeout=wait)
             except queue.Empty:
                 first = _Job("tick", {})
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self.jobs.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._gather(first)
             jobs = [job for job in batch if job is not None]
             self._run(jobs)
             if len(jobs) < len(batch):
                 return
+
+    def _gather(self, first: _Job | None) -> list[_Job | None]:
+        """The first job and those queued (group commit).
+
+        Writers answered by the last commit come back at about the same time: wait for as many as
+        the last batch held, for at most half the last commit's duration (GATHER_SECONDS at most),
+        so that they share the next fsync instead of alternating between a batch of one and the rest.
+        """
+        batch = [first]
+        deadline = time.monotonic() + min(GATHER_SECONDS, self._last_commit / 2)
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self.jobs.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if (self._arriving <= 0 and len(batch) >= self._last_batch) or remaining <= 0:
+                break
+            try:
+                batch.append(self.jobs.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
 
     def _run(self, jobs: list[_Job]) -> None:
         appends = [job for job in jobs if job.op == "append"]
@@ -222,7 +251,9 @@ class JournalServer:
     def _commit(self, appends: list[_Job]) -> None:
         started = time.perf_counter()
         results = self.journal.append_batch([job.payload["record"] for job in appends])
-        self.metrics.commit.observe(time.perf_counter() - started)
+        self._last_commit = time.perf_counter() - started
+        self._last_batch = len(appends)
+        self.metrics.commit.observe(self._last_commit)
         for job, result in zip(appends, results, strict=True):
             if isinstance(result, RecordError):
                 job.future.set_result({"ok": False, "error": str(result)})
