@@ -168,3 +168,28 @@ def test_trace2_rotation_interrupted_after_the_key_record_is_finished_at_restart
     assert keys.load_verifier(conf.public_key) != genesis
     report = verify_directory(conf.dir, genesis)
     assert report.ok, report.problems
+
+
+def test_trace2_export_of_a_time_range_is_proved_against_the_whole_tree(tmp_path: Path) -> None:
+    conf = settings(tmp_path)
+    keys.generate(conf.signing_key, conf.public_key, conf.host_id)
+    clock = Clock()
+    journal = Journal(conf, keys.load_signer(conf.signing_key), clock=clock)
+    journal.open()
+    for day in range(1, 6):
+        clock.day = day
+        journal.append_batch([accepted(day * 10 + i) for i in range(3)])
+    journal.checkpoint()
+    journal.close()
+    public = conf.public_key.read_text()
+    out = tmp_path / "march-3"
+    first, end = export.export(
+        conf.dir, out, "csv", public, since="2026-03-03T00:00:00Z", until="2026-03-04T00:00:00Z"
+    )
+    assert (first, end) == (7, 10)  # genesis + 3 + 3 before, 3 that day
+    files = bundle_verifier.read_bundle(out)
+    records = bundle_verifier.verify_bundle(files, public)
+    assert [r["queue_id"] for r in records] == ["4Q0000000030", "4Q0000000031", "4Q0000000032"]
+    assert files["records.csv"].decode().count("\n") == 4
+    with pytest.raises(export.ExportError):
+        export.export(conf.dir, tmp_path / "none", "jsonl", public, since="2027-01-01T00:00:00Z")

@@ -8,10 +8,10 @@ import json
 import re
 import shutil
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mssante.journal.merkle import TreeHashes, range_nodes
 from mssante.journal.note import parse_checkpoint
@@ -92,20 +92,6 @@ def load(directory: Path, progress: Callable[[int], None] | None = None) -> Load
     return Loaded(TreeHashes(leaves, offset, known), text, size)
 
 
-def _records(store: Store, since: str | None, until: str | None, limit: int) -> Iterator[tuple[int, bytes]]:
-    for line in store.lines():
-        if not line.check_ok:  # a line being written (beyond the checkpoint) or damaged: verify says which
-            return
-        seq_match, time_match = _SEQ.search(line.data), _TIME.search(line.data)
-        if seq_match is None or time_match is None:
-            raise ExportError(f"record at {line.segment.path.name}:{line.number} is damaged; run verify")
-        seq, when = int(seq_match.group(1)), time_match.group(1).decode()
-        if seq >= limit:
-            return
-        if (since is None or when >= since) and (until is None or when < until):
-            yield seq, line.data
-
-
 def export(
     directory: Path,
     out: Path,
@@ -116,31 +102,41 @@ def export(
     until: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
-    """Write the bundle for records in [since, until) covered by the latest checkpoint: (first, end)."""
-    loaded = load(directory, progress)
+    """Write the bundle for records in [since, until) covered by the latest checkpoint: (first, end).
+
+    One pass over the journal: the selected records stream to the bundle while every leaf hash is
+    kept for the range proof. If the clock stepped back, the whole span from the first to the last
+    selected record is exported (the range proof needs a contiguous run).
+    """
     store = Store(directory)
-    selected = list(_records(store, since, until, loaded.size))
-    if not selected:
-        raise ExportError("no checkpointed record in that time range")
-    first, end = selected[0][0], selected[-1][0] + 1
-    if len(selected) != end - first:  # a clock step back: export the whole contiguous span
-        selected = list(_records(store, None, None, end))[first - loaded.hashes.offset :]
+    text = store.latest_checkpoint()
+    if text is None:
+        raise ExportError("the journal has no checkpoint yet")
+    size = parse_checkpoint(text).checkpoint.size
+    base = store.read_base()
+    offset = int(base["size"]) if base else 0
+    known = {(s, lv): bytes.fromhex(h) for s, lv, h in base["nodes"]} if base else {}
     staging = out.with_name(out.name + ".d") if out.suffix == ".zip" else out
     staging.mkdir(parents=True, exist_ok=False)
-    with (staging / "records.jsonl").open("wb") as handle:
-        for _, data in selected:
-            handle.write(data + b"\n")
-    if fmt == "csv":
-        (staging / "records.csv").write_text(_csv(data for _, data in selected), encoding="utf-8")
+    selection = Selection(since, until, fmt == "csv")
+    with (staging / "records.jsonl").open("wb") as jsonl, (staging / "records.csv").open("wb") as table:
+        leaves = selection.write(store, size, jsonl, table, progress)
+    if fmt != "csv":
+        (staging / "records.csv").unlink()
+    if selection.first is None:
+        shutil.rmtree(staging)
+        raise ExportError("no checkpointed record in that time range")
+    hashes = TreeHashes(leaves, offset, known)
+    first, end = selection.first, selection.end
     rng = {
         "first": first,
         "end": end,
-        "size": loaded.size,
-        "left": _nodes(loaded.hashes, 0, first),
-        "right": _nodes(loaded.hashes, end, loaded.size),
+        "size": size,
+        "left": _nodes(hashes, 0, first),
+        "right": _nodes(hashes, end, size),
     }
     (staging / "range.json").write_text(json.dumps(rng, indent=1), encoding="utf-8")
-    (staging / "checkpoint.note").write_text(loaded.checkpoint, encoding="utf-8")
+    (staging / "checkpoint.note").write_text(text, encoding="utf-8")
     (staging / "public-key.txt").write_text(public_key.strip() + "\n", encoding="ascii")
     shutil.copyfile(VERIFIER, staging / "verify_bundle.py")
     if staging != out:
@@ -151,22 +147,69 @@ def export(
     return first, end
 
 
+@dataclass
+class Selection:
+    """Streams the records of a time range to the bundle files."""
+
+    since: str | None
+    until: str | None
+    csv: bool
+    first: int | None = None
+    end: int = 0
+
+    def write(
+        self,
+        store: Store,
+        size: int,
+        jsonl: BinaryIO,
+        table: BinaryIO,
+        progress: Callable[[int], None] | None,
+    ) -> list[bytes]:
+        leaves: list[bytes] = []
+        keep = (0, 0)
+        if self.csv:
+            table.write(_csv_row(None))
+        for line in store.lines():
+            seq_match, time_match = _SEQ.search(line.data), _TIME.search(line.data)
+            if not line.check_ok or seq_match is None or time_match is None:
+                break  # a line being written (beyond the checkpoint) or damaged: verify says which
+            seq, when = int(seq_match.group(1)), time_match.group(1).decode()
+            if seq >= size:
+                break
+            leaves.append(line.leaf)
+            if progress and len(leaves) % 65536 == 0:
+                progress(len(leaves))
+            wanted = (self.since is None or when >= self.since) and (self.until is None or when < self.until)
+            if self.first is None and not wanted:
+                continue
+            self.first = seq if self.first is None else self.first
+            jsonl.write(line.data + b"\n")
+            if self.csv:
+                table.write(_csv_row(json.loads(line.data)))
+            if wanted:
+                self.end, keep = seq + 1, (jsonl.tell(), table.tell())
+        jsonl.truncate(keep[0])
+        table.truncate(keep[1])
+        return leaves
+
+
 def _nodes(hashes: TreeHashes, begin: int, end: int) -> list[list[Any]]:
     return [[s, lv, hashes.subtree(s, s + (1 << lv)).hex()] for s, lv in range_nodes(begin, end)]
 
 
-def _csv(lines: Iterator[bytes]) -> str:
+def _csv_row(record: dict[str, Any] | None) -> bytes:
+    """One CSV line (the header for None); recipients as "address (status); …"."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for data in lines:
-        record = json.loads(data)
+    if record is None:
+        writer.writeheader()
+    else:
         if "rcpts" in record:
             record["rcpts"] = "; ".join(
                 r["address"] + (f" ({r['status']})" if "status" in r else "") for r in record["rcpts"]
             )
         writer.writerow(record)
-    return buffer.getvalue()
+    return buffer.getvalue().encode("utf-8")
 
 
 def prove(
