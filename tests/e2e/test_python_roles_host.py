@@ -297,6 +297,11 @@ def test_python_roles_converge_run_services_and_are_idempotent(host: Host) -> No
     )
     assert restarted
 
+    # playbooks/trustlist.yml runs the refresh job now: the list is unchanged, which is a success.
+    refresh = _playbook(host, inventory, REPO / "playbooks" / "trustlist.yml", "-e", "mssante_hosts=all")
+    assert refresh.returncode == 0, tail(refresh.stdout, 80)
+    assert "unchanged" in refresh.stdout
+
     # Second run: nothing changes.
     second = _playbook(host, inventory, play)
     assert second.returncode == 0, tail(second.stdout, 120)
