@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 from tests.support.common import free_port, random_loopback
 
@@ -17,7 +18,7 @@ from .helpers import accepted, settings
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[bytes] = []
+    received: ClassVar[list[bytes]] = []
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
