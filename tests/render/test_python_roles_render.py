@@ -55,6 +55,7 @@ def _environment() -> jinja2.Environment:
             "bool": _to_bool,
             "quote": lambda s: shlex.quote(str(s)),
             "combine": lambda a, b: {**a, **b},
+            "dirname": os.path.dirname,
             "to_nice_json": lambda v, indent=4: json.dumps(
                 v, indent=indent, sort_keys=True, ensure_ascii=False
             ),
