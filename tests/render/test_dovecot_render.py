@@ -40,10 +40,9 @@ def test_auth1_oauth_passdb_limited_to_mssante_names_never_noplaintext(rendered:
 def test_auth2_certificate_passdb_serves_external_only(rendered: dict[str, str]) -> None:
     passdb = _blocks(rendered["etc/dovecot/conf.d/05-mssante-auth.conf"], "passdb")[1]
     assert "mechanisms = external" in passdb
-    assert (
-        rendered["etc/dovecot/mssante/app-certs.passwd"].splitlines()[-1]
-        == "dpi.hopital-a.test:{PLAIN}::::::"
-    )
+    assert "username_format=%{local_ip}/%u" in passdb
+    last = rendered["etc/dovecot/mssante/app-certs.passwd"].splitlines()[-1]
+    assert last == f"{ADDRESSES['app']}/dpi.hopital-a.test:{{PLAIN}}::::::"
 
 
 def test_auth1_last_passdb_refuses_every_mssante_name(rendered: dict[str, str]) -> None:

@@ -70,6 +70,8 @@ def dovecot_model(
             problems.append(f"listener {listener.get('name')}: client_ca must be one of {CA_SETS}")
         elif blocks.setdefault(str(listener["address"]), ca_set) != ca_set:
             problems.append(f"address {listener['address']}: one address serves one client CA set")
+        if ":" in str(listener.get("address", "")):
+            problems.append(f"listener {listener.get('name')}: IPv6 addresses are not supported yet")
     if problems:
         raise ModelError("; ".join(problems))
     patterns = [f"*@{domain.lower()}" for domain in domains]
@@ -81,6 +83,7 @@ def dovecot_model(
         "login_filter": " ".join([*patterns, *sorted(names)]),
         "users": users,
         "app_cns": app_cns,
+        "app_addresses": sorted(address for address, ca_set in blocks.items() if ca_set == "app"),
         "local_blocks": sorted(blocks.items()),
         "user_fields": fields,
     }
