@@ -107,21 +107,27 @@ def private_postfix_config(out_dir: Path) -> Path:
     return directory
 
 
-def postmap(config_dir: Path, path: Path) -> None:
-    """Build ``path.db`` with ``postmap -c config_dir hash:path``."""
+def postmap(config_dir: Path, *paths: Path) -> None:
+    """Build each ``path.db`` with ``postmap -c config_dir hash:path`` (the maps in parallel)."""
     postmap_bin = shutil.which("postmap") or "/usr/sbin/postmap"
+    running: list[tuple[Path, subprocess.Popen[str]]] = []
     try:
-        result = subprocess.run(
-            [postmap_bin, "-c", str(config_dir), f"hash:{path}"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        for path in paths:
+            argv = [postmap_bin, "-c", str(config_dir), f"hash:{path}"]
+            running.append(
+                (path, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            )
+        for path, process in running:
+            _, stderr = process.communicate(timeout=300)
+            if process.returncode != 0:
+                raise CompileError(f"postmap failed on {path.name}: {stderr.strip()}")
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CompileError(f"postmap could not run: {exc}") from exc
-    if result.returncode != 0:
-        raise CompileError(f"postmap failed on {path.name}: {result.stderr.strip()}")
+    finally:
+        for _, process in running:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -164,7 +170,8 @@ def build_generation(
         transport, tls_policy = map_lines(document)
         for name, lines in (("transport", transport), ("tls_policy", tls_policy)):
             _write(staging / name, ("\n".join(lines) + "\n").encode("utf-8"))
-            postmap(config_dir, staging / name)
+        postmap(config_dir, staging / "transport", staging / "tls_policy")
+        for name in ("transport", "tls_policy"):
             os.chmod(staging / f"{name}.db", 0o644)
         os.symlink(f"../{STATUS_FILE}", staging / STATUS_FILE)
         for child in staging.iterdir():
