@@ -2,7 +2,7 @@
 
 Exit codes of compile and fetch: 0 switched to the new list, 1 refused (the last good list kept),
 2 usage error, 3 fetch failed (the last good list kept), 4 unchanged (no reload needed).
-``show``: 0, or 1 when there is no compiled list. ``diff``: 0 same domains and CNs, 1 different,
+show: 0, or 1 when there is no compiled list. diff: 0 same domains and CNs, 1 different,
 2 error. See docs/trustlist.md.
 """
 
@@ -35,21 +35,45 @@ JSON_HELP = """\
   show: {"generation": "g-...", "generated": "ISO 8601", "signer": "...|null",
     "status": {status.json}, "domains": [{"domain": A-label, "u_label": "...", "cns": [...],
     "dns": [...], "local": true|false}, ...]}
+  diff: {"added": [{"domain": ..., "cns": [...]}], "removed": [...],
+    "changed": [{"domain": ..., "cns_added": [...], "cns_removed": [...]}]}
 """
+
+EPILOG = __doc__.split("\n", 2)[2] + "\n" + JSON_HELP
 
 
 def _add_compile_options(parser: argparse.ArgumentParser, source_required: bool) -> None:
-    parser.add_argument("--source", required=False, help="path, file:// or https:// URL of the XML list")
-    parser.add_argument("--out", type=Path, help="output directory (generations + `current` link)")
-    parser.add_argument("--config", type=Path, help="mssante.yml (its trustlist: section; options override)")
-    parser.add_argument("--ca", type=Path, help="CA bundle (PEM or PKCS#7): signer chain and HTTPS server")
-    parser.add_argument("--signer", help="pinned signer: full RFC 4514 DN, or its CN alone")
-    parser.add_argument("--local", action="append", default=None, metavar="DOMAIN", help="own domain")
+    parser.add_argument(
+        "--source", metavar="PATH_OR_URL", help="path, file:// or https:// URL of the XML list"
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="output directory (generations + `current` link)"
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="mssante.yml (its trustlist: section; options override)"
+    )
+    parser.add_argument(
+        "--ca", type=Path, metavar="FILE", help="CA bundle (PEM or PKCS#7): signer chain and HTTPS server"
+    )
+    parser.add_argument(
+        "--signer", metavar="SUBJECT", help="pinned signer: full RFC 4514 DN, or its CN alone"
+    )
+    parser.add_argument(
+        "--local",
+        action="append",
+        default=None,
+        metavar="DOMAIN",
+        help="the hospital's own domain (repeatable)",
+    )
     parser.add_argument("--allow-unsigned", action="store_true", help="accept a list without signature")
     parser.add_argument("--force", action="store_true", help="bypass the date and shrink gates only")
-    parser.add_argument("--postfix-config-dir", type=Path, help="postmap -c DIR (default: a private one)")
-    parser.add_argument("--max-shrink", type=float, help="largest accepted loss of domains (0.10 = 10%%)")
-    parser.add_argument("--keep", type=int, help="number of generations kept (default 5)")
+    parser.add_argument(
+        "--postfix-config-dir", type=Path, metavar="DIR", help="postmap -c DIR (default: a private one)"
+    )
+    parser.add_argument(
+        "--max-shrink", type=float, metavar="FRACTION", help="largest accepted loss of domains (0.10 = 10%%)"
+    )
+    parser.add_argument("--keep", type=int, metavar="N", help="number of generations kept (default 5)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (see below)")
     parser.set_defaults(source_required=source_required)
 
@@ -58,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mssante-trustlist",
         description="Fetch, verify, compile and inspect the MSSanté trust list.",
-        epilog=__doc__.split("\n", 2)[2] + "\n" + JSON_HELP,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,19 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=text,
             description=text,
-            epilog=JSON_HELP,
+            epilog=EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_compile_options(sub, source_required=name == "compile")
     show = commands.add_parser(
         "show",
         help="domains of the compiled list with their CNs",
-        epilog=JSON_HELP,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("--out", type=Path, required=True, help="output directory or a generation directory")
     show.add_argument("--json", action="store_true", help="print JSON (see below)")
-    diff = commands.add_parser("diff", help="domains and CNs added or removed between two lists")
+    diff = commands.add_parser(
+        "diff",
+        help="domains and CNs added or removed between two lists",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     diff.add_argument("old", type=Path, help="compiled directory, output directory or XML file")
     diff.add_argument("new", type=Path, help="compiled directory, output directory or XML file")
     diff.add_argument(
@@ -191,7 +220,7 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"# last attempt {status.get('last_attempt')}: {status.get('outcome')} {status.get('message')}")
     for entry in entries:
         label = "" if entry["u_label"] == entry["domain"] else f" ({entry['u_label']})"
-        cns = "local" if entry["local"] and not entry["cns"] else " ".join(entry["cns"])
+        cns = " ".join([*entry["cns"], *(["[local]"] if entry["local"] else [])])
         print(f"{entry['domain']}{label}\t{cns}")
     return 0
 
