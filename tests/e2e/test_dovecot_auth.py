@@ -152,6 +152,20 @@ def test_auth1_password_alone_refused(dovecot_host: DovecotHost) -> None:
     assert client.login(PERSON, PERSON_PASSWORD)[0] == "OK"
 
 
+def test_auth1_personal_certificate_alone_logs_in_on_personal_listener(dovecot_host: DovecotHost) -> None:
+    """A CPS-like personal certificate (its CN is the owner identity) is a strong means by itself."""
+    pki = dovecot_host.pki
+    context = client_context(pki, cert=pki.personal.fullchain, key=pki.personal.key)
+    client = imap_starttls(dovecot_host.addresses["personal"], context)
+    _external(client)
+    assert client.select("INBOX")[0] == "OK"
+    dovecot_host.wait_log(f"Login: user=<{PERSON}>, method=EXTERNAL")
+    # Control: the same certificate on the application listener (another CA set) is refused.
+    client = imap_starttls(dovecot_host.addresses["app"], context)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        _external(client)
+
+
 def test_auth1_transition_mode_wrong_password_refused(dovecot_host: DovecotHost) -> None:
     pki = dovecot_host.pki
     context = client_context(pki, cert=pki.personal.fullchain, key=pki.personal.key)

@@ -106,6 +106,7 @@ def role_vars(base: Path, pki: Pki, addresses: dict[str, str], introspection_url
         "mssante_dovecot_transition_password_cert": True,
         "mssante_dovecot_transition_users": transition,
         "mssante_dovecot_auth_verbose": False,
+        "mssante_dovecot_personal_certificate_login": True,
         "mssante_dovecot_oauth2": {
             "introspection_url": introspection_url,
             "introspection_mode": "post",

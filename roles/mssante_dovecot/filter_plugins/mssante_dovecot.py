@@ -84,6 +84,8 @@ def dovecot_model(
         "users": users,
         "app_cns": app_cns,
         "app_addresses": sorted(address for address, ca_set in blocks.items() if ca_set == "app"),
+        "personal_addresses": sorted(a for a, ca_set in blocks.items() if ca_set == "personal"),
+        "person_owners": sorted({o for m in mailboxes if m["type"] == "PER" for o in _names(m, "owners")}),
         "local_blocks": sorted(blocks.items()),
         "user_fields": fields,
     }
