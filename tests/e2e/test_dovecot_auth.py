@@ -287,4 +287,36 @@ def test_sieve_and_delivery_plugins_never_run_for_mssante_mailboxes(
     saves = [line for line in log.splitlines() if f"<{marker}@test>" in line and "save:" in line]
     assert saves and all(f"lmtp({ORDINARY_USER})" in line for line in saves), saves
     fields = dovecot_host.doveadm("user", "-f", "mail_plugins", PERSON)
-    assert fields.stdout.strip() == "last_login"
+    assert fields.stdout.strip() == "acl,last_login"
+
+
+# --- ORG mailboxes: owners open them through the shared namespace, logged in as themselves (AUTH-4) ---
+
+
+def test_auth4_owner_opens_org_mailbox_as_themselves(dovecot_host: DovecotHost) -> None:
+    org = f"secretariat@{DOMAIN}"
+    marker = uuid.uuid4().hex
+    with smtplib.LMTP(dovecot_host.variables["mssante_dovecot_lmtp_socket"]) as lmtp:
+        assert (
+            lmtp.sendmail("a@clinique-b.mssante.test", [org], f"Subject: {marker}\r\n\r\nx\r\n".encode())
+            == {}
+        )
+    client = imap_starttls(dovecot_host.addresses["personal"], client_context(dovecot_host.pki))
+    client.authenticate("XOAUTH2", xoauth2(PERSON, _token(dovecot_host)))
+    _, listed = client.list("shared/", "*")
+    assert any(f"shared/{org}".encode() in line for line in listed if isinstance(line, bytes)), listed
+    assert client.select(f'"shared/{org}/INBOX"')[0] == "OK"
+    assert client.search(None, "SUBJECT", marker)[1][0]
+    client.logout()
+    dovecot_host.wait_log(f"Login: user=<{PERSON}>, method=XOAUTH2")
+
+
+def test_auth4_org_mailbox_closed_to_non_owners(dovecot_host: DovecotHost) -> None:
+    org = f"secretariat@{DOMAIN}"
+    client = _app_client(dovecot_host, with_cert=True)  # the application is not an owner of the ORG box
+    _external(client)
+    assert client.select(f'"shared/{org}/INBOX"')[0] == "NO"
+    # The ordinary user has no shared namespace at all.
+    client = imap_starttls(dovecot_host.addresses["ordinary"], client_context(dovecot_host.pki))
+    client.login(ORDINARY_USER, ORDINARY_PASSWORD)
+    assert client.select(f'"shared/{org}/INBOX"')[0] == "NO"

@@ -193,6 +193,9 @@ userdb {{
     "10-mail.conf": """\
 mail_location = maildir:~/Maildir
 first_valid_uid = {uid}
+namespace inbox {{
+  inbox = yes
+}}
 mail_privileged_group = mail
 """,
     "10-ssl.conf": """\
@@ -351,6 +354,20 @@ def install_role(host: DovecotHost, introspection_url: str) -> None:
     _write_ca_bundles(host.base / "etc/dovecot", host.pki)
 
 
+def grant_org_access(host: DovecotHost) -> None:
+    """What the role's last tasks do: each ORG mailbox's ACL file, then the shared-mailbox dictionary."""
+    mail_root = host.base / "vmail"
+    for org in host.variables["mssante_dovecot_model"]["org_mailboxes"]:
+        maildir = mail_root / org["address"] / "Maildir"
+        maildir.mkdir(parents=True, exist_ok=True)
+        for path in (maildir.parent, maildir):
+            os.chown(path, MAIL_UID, MAIL_UID)
+        acl = render_template("var/vmail/mssante/dovecot-acl", {"org": org}, maildir / "dovecot-acl", 0o600)
+        os.chown(acl, MAIL_UID, MAIL_UID)
+        out = host.doveadm("-o", "mail_plugins=acl", "acl", "recalc", "-u", org["address"])
+        assert out.returncode == 0, out.stderr
+
+
 def start(host: DovecotHost, *, with_mssante: bool = True) -> None:
     check = host.doveconf("-n")
     assert check.returncode == 0, check.stderr
@@ -389,6 +406,8 @@ def running_host(pki: Pki, *, with_role: bool = True) -> Iterator[DovecotHost]:
             host.introspect, hostport = _start_introspection(base, host.addresses["app"], host.tokens_file)
             install_role(host, f"http://{hostport}/introspect")
         start(host)
+        if with_role:
+            grant_org_access(host)
         yield host
     finally:
         stop(host)

@@ -41,8 +41,16 @@ def test_auth2_certificate_passdb_serves_external_only(rendered: dict[str, str])
     passdb = _blocks(rendered["etc/dovecot/conf.d/05-mssante-auth.conf"], "passdb")[1]
     assert "mechanisms = external" in passdb
     assert "username_format=%{local_ip}/%u" in passdb
-    last = rendered["etc/dovecot/mssante/app-certs.passwd"].splitlines()[-1]
-    assert last == f"{ADDRESSES['app']}/dpi.hopital-a.test:{{PLAIN}}::::::"
+    entries = [
+        line
+        for line in rendered["etc/dovecot/mssante/app-certs.passwd"].splitlines()
+        if line.endswith("::::::")
+    ]
+    # Application CNs on the app address; owner identities (CPS cards) on the personal address only.
+    assert entries == [
+        f"{ADDRESSES['app']}/dpi.hopital-a.test:{{PLAIN}}::::::",
+        f"{ADDRESSES['personal']}/810001234567:{{PLAIN}}::::::",
+    ]
 
 
 def test_auth1_last_passdb_refuses_every_mssante_name(rendered: dict[str, str]) -> None:

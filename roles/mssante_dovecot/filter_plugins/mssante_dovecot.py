@@ -49,6 +49,7 @@ def dovecot_model(
     mail_root: str,
     last_login_dict: str,
     transition_users: list[dict[str, Any]] | None = None,
+    inbox_namespace: str = "inbox",
 ) -> dict[str, Any]:
     """Everything the templates need, computed once; raises ModelError listing every problem."""
     problems: list[str] = []
@@ -75,9 +76,13 @@ def dovecot_model(
     if problems:
         raise ModelError("; ".join(problems))
     patterns = [f"*@{domain.lower()}" for domain in domains]
-    fields = (
-        "userdb_mail=maildir:~/Maildir userdb_mail_plugins=last_login"
-        f" userdb_last_login_dict=file:{last_login_dict} userdb_last_login_key=last-login/%s/%u"
+    fields = " ".join(
+        (
+            "userdb_mail=maildir:~/Maildir userdb_mail_plugins=acl,last_login",
+            f"userdb_last_login_dict=file:{last_login_dict} userdb_last_login_key=last-login/%s/%u",
+            f"userdb_acl=vfile userdb_acl_shared_dict=file:{mail_root}/shared-mailboxes.dict",
+            f"userdb_namespace/mssante_shared/disabled=no userdb_namespace/{inbox_namespace}/separator=/",
+        )
     )
     return {
         "login_filter": " ".join([*patterns, *sorted(names)]),
@@ -85,6 +90,11 @@ def dovecot_model(
         "app_cns": app_cns,
         "app_addresses": sorted(address for address, ca_set in blocks.items() if ca_set == "app"),
         "personal_addresses": sorted(a for a, ca_set in blocks.items() if ca_set == "personal"),
+        "org_mailboxes": [
+            {"address": str(m["address"]).lower(), "owners": _names(m, "owners")}
+            for m in mailboxes
+            if m["type"] == "ORG"
+        ],
         "person_owners": sorted({o for m in mailboxes if m["type"] == "PER" for o in _names(m, "owners")}),
         "local_blocks": sorted(blocks.items()),
         "user_fields": fields,
