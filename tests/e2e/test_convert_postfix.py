@@ -53,6 +53,8 @@ STUB_MILTER = r"""
 import os, sys, Milter
 class Stub(Milter.Base):
     def envfrom(self, sender, *args):
+        if self.getsymval("{auth_authen}"):
+            return Milter.CONTINUE
         self.setreply("550", "5.7.1", "MSSante policy stand-in: refused")
         return Milter.REJECT
 os.umask(0)
@@ -73,10 +75,14 @@ try:
             steps.append(["STARTTLS", *c.starttls(context=ctx)])
             steps.append(["TLS", 0, c.sock.version()])
             c.ehlo("probe.test")
+        if a.get("login"):
+            steps.append(["AUTH", *c.login(*a["login"])])
         if a["mail"] is not None:
             steps.append(["MAIL", *c.docmd("MAIL FROM:<%s>" % a["mail"])])
         if a["rcpt"] is not None:
             steps.append(["RCPT", *c.docmd("RCPT TO:<%s>" % a["rcpt"])])
+        if a.get("data"):
+            steps.append(["DATA", *c.data(b"Subject: probe\r\n\r\nprobe\r\n")])
         steps.append(["RSET", *c.rset()])
 except (OSError, smtplib.SMTPException) as exc:
     steps.append(["ERROR", -1, str(exc)])
@@ -531,6 +537,8 @@ def test_trust7_tls1_mssante_instance_sealed_settings(converted: tuple[ConvertHo
     for leaked in ("52428800", "header_checks", "8899", "Maildir", "/etc/postfix/", "2525"):
         assert leaked not in values
     assert "header_checks" not in n and "message_size_limit" not in n
+    instances = host.run(["postmulti", "-l"]).stdout
+    assert re.search(r"(?m)^postfix-mssante\s+mssante\s+y\s+/etc/postfix-mssante$", instances), instances
     services = host.run(["postconf", "-c", "/etc/postfix-mssante", "-M"]).stdout
     assert not re.search(r"(?m)^(pickup|local|virtual|relay)\s", services)
     assert re.search(r"(?m)^25\s+inet\s+n\s+-\s+y\s", services), services  # chrooted as in production
@@ -546,6 +554,73 @@ def test_tls1_tls5_listeners_require_tls_and_milter_decides(
         assert steps[1][1] == 220, steps
         assert steps[2][2] in ("TLSv1.2", "TLSv1.3"), steps
         assert steps[3][1] == 550 and "5.7.1" in steps[3][2], steps
+
+
+def _log_has(host: ConvertHost, pattern: str) -> bool:
+    log = host.root / "var/log/postfix-mssante.log"
+    return bool(log.exists() and re.search(pattern, log.read_text(errors="replace")))
+
+
+def test_trust7_unlisted_domain_bounced_never_sent(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
+    """TRUST-7: an authenticated user's mail to a domain outside the trust list bounces by construction."""
+    host, _ = converted
+    steps = host.probe(
+        host.address,
+        587,
+        mail=f"dr.martin@{LOCAL_DOMAIN}",
+        rcpt="someone@outside.example",
+        login=("dr.martin", "test"),
+        data=True,
+    )
+    assert [s[1] for s in steps[3:7]] == [235, 250, 250, 250], steps  # AUTH MAIL RCPT DATA: queued
+    wait_until(
+        lambda: _log_has(
+            host,
+            r"to=<someone@outside\.example>.*status=bounced "
+            r"\(domain not in the MSSanté trust space\)",
+        ),
+        60,
+        "the bounce",
+    )
+    assert not _log_has(host, r"to=<someone@outside\.example>.*relay=(?!none)")
+
+
+def test_trust7_domain_removed_while_queued_bounced(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
+    """TRUST-7: a domain removed from the trust list while its mail is queued is bounced, never sent."""
+    host, _ = converted
+    steps = host.probe(
+        host.address,
+        587,
+        mail=f"dr.martin@{LOCAL_DOMAIN}",
+        rcpt=f"dr.durand@{PEER_DOMAIN}",
+        login=("dr.martin", "test"),
+        data=True,
+    )
+    assert [s[1] for s in steps[3:7]] == [235, 250, 250, 250], steps
+    wait_until(
+        lambda: _log_has(
+            host,
+            rf"to=<dr\.durand@{re.escape(PEER_DOMAIN)}>.*relay=mssante.*status=deferred"
+            r"|to=<dr\.durand@.*status=deferred",
+        ),
+        90,
+        "the deferral",
+    )
+    gen = host.root / "var/lib/mssante/trustlist/gen-2"
+    gen.mkdir()
+    (gen / "transport").write_text("# empty trust list\n")
+    (gen / "tls_policy").write_text("# empty trust list\n")
+    for name in ("transport", "tls_policy"):
+        host.run(["postmap", f"hash:/var/lib/mssante/trustlist/gen-2/{name}"])
+    (host.root / "var/lib/mssante/trustlist/next").symlink_to("gen-2")
+    (host.root / "var/lib/mssante/trustlist/next").rename(host.root / "var/lib/mssante/trustlist/current")
+    host.run(["postfix", "-c", "/etc/postfix-mssante", "reload"])
+    host.run(["postqueue", "-c", "/etc/postfix-mssante", "-f"])
+    wait_until(
+        lambda: _log_has(host, r"to=<dr\.durand@.*status=bounced \(domain not in the MSSanté trust space\)"),
+        90,
+        "the bounce",
+    )
 
 
 def test_tls5_no_mail_before_starttls(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
