@@ -11,7 +11,8 @@ python3-prometheus-client python3-yaml python3-jinja2 python3-idna
 python3-pytest python3-pytest-timeout python3-hypothesis python3-aiosmtpd
 python3-venv python3-dev python3-pip build-essential pkg-config
 libxml2-dev libxslt1-dev libxmlsec1-dev libxmlsec1-openssl
-openssl iproute2 util-linux procps swaks dnsmasq-base prometheus
+openssl iproute2 util-linux procps swaks dnsmasq-base prometheus supervisor
+chromium fonts-dejavu-core
 "
 
 missing=""
