@@ -24,9 +24,11 @@ from lxml import etree
 from mssante.lab.pki import Pki, ensure_pki
 
 NS = "https://listeblanche.mssante.fr/schema"
-SAMPLE = Path(os.environ.get("MSSANTE_SHARED", "/work/shared")) / "mssante" / "listeblanche-sample.xml"
 REPO = Path(__file__).resolve().parents[3]
-PKI_DIR = Path(os.environ.get("MSSANTE_TEST_PKI", "/var/tmp/mssante-test-pki"))
+# A copy of shared/mssante/listeblanche-sample.xml (the trust list's real layout, fictional entries).
+SAMPLE = REPO / "tests" / "data" / "listeblanche-sample.xml"
+# The same test PKI as the `pki` fixture (tests/conftest.py).
+PKI_DIR = Path(os.environ.get("MSSANTE_TEST_PKI_DIR", REPO / ".cache" / "test-pki"))
 SIGNER_CN = "Signataire Liste Blanche TEST"
 
 
