@@ -100,7 +100,9 @@ def _trusted(args: argparse.Namespace) -> VerifierKey | None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     external = [(str(p), Path(p).read_text(encoding="utf-8", errors="replace")) for p in args.checkpoint]
-    report = verify_directory(Path(args.dir), _trusted(args), external, _progress("verify"))
+    report = verify_directory(
+        Path(args.dir), _trusted(args), external, _progress("verify"), schema=args.schema
+    )
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
     else:
@@ -119,7 +121,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_self_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     trusted = keys.load_verifier(settings.public_key) if settings.public_key.exists() else None
-    report = verify_directory(settings.dir, trusted)
+    report = verify_directory(settings.dir, trusted, schema=False)
     write_status(settings.verify_status_file, report, time.time())
     return 0 if report.ok else FAILED
 
@@ -245,6 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     verify = add("verify", cmd_verify)
     verify.add_argument("--checkpoint", action="append", default=[], help="a checkpoint kept elsewhere")
     verify.add_argument("--json", action="store_true")
+    verify.add_argument("--schema", action="store_true", help="also re-validate every record (slower)")
     exp = add("export", cmd_export)
     exp.add_argument("--since")
     exp.add_argument("--until")
