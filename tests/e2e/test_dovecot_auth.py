@@ -10,6 +10,7 @@ import imaplib
 import smtplib
 import ssl
 import uuid
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -192,7 +193,9 @@ def test_auth4_login_log_names_the_person_or_certificate(dovecot_host: DovecotHo
 
 @pytest.mark.parametrize("listener", ["app", "personal"])
 def test_tls1_tls11_refused_on_mssante_listeners(dovecot_host: DovecotHost, listener: str) -> None:
-    legacy = client_context(dovecot_host.pki, tls_max=ssl.TLSVersion.TLSv1_1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        legacy = client_context(dovecot_host.pki, tls_max=ssl.TLSVersion.TLSv1_1)
     with pytest.raises((ssl.SSLError, OSError)):
         imap_starttls(dovecot_host.addresses[listener], legacy)
     # Control: the same TLS 1.1 client is accepted by the ordinary (legacy) listener, so the test

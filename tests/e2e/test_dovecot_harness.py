@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,8 +436,10 @@ def client_context(
         # OpenSSL 3 refuses TLS < 1.2 client-side at its default level: lower it, so that a refusal
         # can only come from the server.
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
-        context.minimum_version = ssl.TLSVersion.TLSv1
-        context.maximum_version = tls_max
+        with warnings.catch_warnings():  # TLS < 1.2 is deprecated: that is what the refusal test wants
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = tls_max
     if cert is not None:
         context.load_cert_chain(str(cert), str(key))
     return context
