@@ -94,7 +94,9 @@ def test_tls4_revoked_learned_certificate_denied_valid_one_with_same_cn_kept(
     def lookup(cert: Path) -> str:
         key = fingerprint(_cert(cert))
         config = ["-c", str(tmp_path / ".postfix")]
-        out = subprocess.run(["postmap", *config, "-q", key, f"hash:{path}"], check=False, capture_output=True)
+        out = subprocess.run(
+            ["postmap", *config, "-q", key, f"hash:{path}"], check=False, capture_output=True
+        )
         return out.stdout.decode().strip()
 
     assert lookup(pki.revoked.cert) == REJECT_TEXT
