@@ -147,3 +147,25 @@ def test_trace2_accepted_but_never_queued(tmp_path: Path, journal: Journal) -> N
     assert deliveries(journal) == []
     tracker.step(now=4_000_000_000.0)  # far past the grace time: Postfix never queued it
     assert deliveries(journal) == [(accepted(1)["queue_id"], "dr.b@hopital-sud.mssante.fr", "not-queued")]
+
+
+def test_trace2_tls_failures_counted_once_per_attempt(tmp_path: Path, journal: Journal) -> None:
+    """`mssante_delivery_tls_failures_total` (alert MssanteTlsFailuresToPeers): one per failed attempt."""
+    registry = CollectorRegistry()
+    tracker = DeliveryDaemon(settings(tmp_path, journal), OwnerSink(journal), DeliveryMetrics(registry))
+
+    def attempt(pid: int, qid: str, rcpt: str, reason: str) -> str:
+        return (
+            f"{P}/smtp[{pid}]: {qid}: to=<{rcpt}>, relay=mx.peer.test[127.1.1.1]:25, delay=1,"
+            f" delays=0/0/1/0, dsn=4.7.5, status=deferred ({reason})"
+        )
+
+    log(
+        tmp_path,
+        attempt(7, "4jZSh31Zk6zCHNH", "a@peer.test", "Server certificate not verified"),
+        attempt(7, "4jZSh31Zk6zCHNH", "b@peer.test", "Server certificate not verified"),  # same attempt
+        attempt(8, "4jZSh31Zk6zCHNH", "a@peer.test", "Cannot start TLS: handshake failure"),
+        attempt(8, "4jZSh31Zk6zCHNJ", "a@peer.test", "connect to mx.peer.test: Connection refused"),
+    )
+    tracker.step()
+    assert registry.get_sample_value("mssante_delivery_tls_failures_total") == 2

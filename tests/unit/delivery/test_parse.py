@@ -88,3 +88,51 @@ def test_trace1_other_instances_and_noise_are_ignored() -> None:
 def test_trace1_arbitrary_text_never_raises(text: str) -> None:
     parse_line(text)
     parse_line(f"{P}/smtp[1]: {text}")
+
+
+def _status(service: str, status: str, reason: str) -> str:
+    return (
+        f"{P}/{service}[9]: 4jZSh31Zk6zCHNH: to=<d@y.test>, relay=mx.y.test[127.9.9.10]:25, delay=1,"
+        f" delays=0/0/1/0, dsn=4.7.5, status={status} ({reason})"
+    )
+
+
+TLS_REASONS = (
+    "Server certificate not verified",
+    "Server certificate not trusted",
+    "Cannot start TLS: handshake failure",
+    "TLS is required, but was not offered by host mx.y.test[127.9.9.10]",
+    "TLS is required, but host mx.y.test[127.9.9.10] refused to start TLS: 454 4.7.0 TLS not available",
+)
+NOT_TLS_REASONS = (
+    "connect to mx.y.test[127.9.9.10]:25: Connection refused",
+    "host mx.y.test[127.9.9.10] said: 450 4.2.0 <d@y.test>: Recipient address rejected: Greylisted",
+    "host mx.y.test[127.9.9.10] said: 550 5.1.1 <d@y.test>: User unknown (in reply to RCPT TO command)",
+)
+
+
+def test_trace1_tls_failures_recognised_from_postfix_deferral_texts() -> None:
+    from mssante.delivery.parse import is_tls_failure  # noqa: PLC0415 - the unit under test
+
+    for reason in TLS_REASONS:
+        for status in ("deferred", "bounced"):
+            event = parse_line(_status("smtp", status, reason))
+            assert event is not None and event.reason == reason
+            assert is_tls_failure(event), reason
+    for reason in NOT_TLS_REASONS:  # control: other deferrals are not TLS failures
+        event = parse_line(_status("smtp", "deferred", reason))
+        assert event is not None and not is_tls_failure(event), reason
+    # A local (LMTP) delivery is not a delivery to a trust-space peer; a success is no failure.
+    lmtp = parse_line(_status("lmtp", "deferred", TLS_REASONS[0]))
+    sent = parse_line(_status("smtp", "sent", "250 2.0.0 Ok: TLS handshake fine"))
+    assert lmtp is not None and not is_tls_failure(lmtp)
+    assert sent is not None and not is_tls_failure(sent)
+
+
+def test_trace1_cleanup_content_reject_after_the_milter() -> None:
+    line = (
+        f"{P}/cleanup[77]: 4jZSh31Zk6zCHNH: reject: header X-MSSante-Verdict: pass; direction=inbound;"
+        " from localhost[127.0.0.1]; from=<a@b.test> to=<c@d.test> proto=ESMTP helo=<x>: 5.7.1 no"
+    )
+    event = parse_line(line)
+    assert event is not None and (event.kind, event.queue_id) == (Kind.CONTENT_REJECT, "4jZSh31Zk6zCHNH")

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from mssante.delivery.follow import LogFollower, Position
 from mssante.delivery.journal_tail import JournalTail, TailPosition
 from mssante.delivery.metrics import DeliveryMetrics
-from mssante.delivery.parse import parse_line
+from mssante.delivery.parse import Event, is_tls_failure, parse_line
 from mssante.delivery.tracker import Accepted, Tracker
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class DeliveryDaemon:
         self.metrics = metrics
         self.tracker = Tracker(settings.not_queued_after_seconds)
         self.pending: list[dict[str, Any]] = []
+        self._last_tls_failure: tuple[int, str] | None = None
         state = self._load_state()
         self.tracker.load_json(state.get("tracker", {}))
         self.pending = list(state.get("pending", []))
@@ -142,9 +143,16 @@ class DeliveryDaemon:
         for count, (line, _) in enumerate(self.follower.lines(), 1):
             event = parse_line(line, self.settings.syslog_name)
             if event is not None:
+                self._count_tls_failure(event)
                 self.pending += self.tracker.feed(event)
             if count >= MAX_LINES_PER_POLL:
                 break
+
+    def _count_tls_failure(self, event: Event) -> None:
+        """One failed attempt per smtp process and message (it logs one line per recipient)."""
+        if is_tls_failure(event) and self._last_tls_failure != (event.pid, event.queue_id):
+            self._last_tls_failure = (event.pid, event.queue_id)
+            self.metrics.tls_failures.inc()
 
     def _flush(self) -> int:
         written = 0

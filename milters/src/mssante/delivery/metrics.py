@@ -27,6 +27,12 @@ class DeliveryMetrics:
             "Failed appends of delivery records to the journal (they stay pending and are retried).",
             registry=registry,
         )
+        self.tls_failures = Counter(
+            "mssante_delivery_tls_failures",
+            "Delivery attempts to trust-space peers deferred or bounced by a TLS failure"
+            " (handshake, certificate verification, name match).",
+            registry=registry,
+        )
         self.stuck = Gauge(
             "mssante_delivery_stuck_messages",
             "Accepted messages with a recipient still lacking a final outcome after the stuck delay.",

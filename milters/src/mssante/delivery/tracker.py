@@ -79,7 +79,7 @@ class Tracker:
             return self._on_recipient(event, message)
         elif event.kind is Kind.EXPIRED:
             return self._settle_all(event.queue_id, message, Outcome.EXPIRED)
-        elif event.kind is Kind.MILTER_REJECT:
+        elif event.kind in (Kind.MILTER_REJECT, Kind.CONTENT_REJECT):
             return self._settle_all(event.queue_id, message, Outcome.NOT_QUEUED)
         elif event.kind is Kind.REMOVED and not message.open_recipients():
             del self._messages[event.queue_id]
