@@ -76,7 +76,18 @@ class CompactRange:
 
     def append(self, leaf: bytes) -> None:
         """Append one leaf hash at position ``end``."""
-        self.append_node(0, leaf)
+        if self.begin:
+            self.append_node(0, leaf)
+            return
+        position = count = self.end  # from leaf 0, the stack mirrors the binary digits of ``end``
+        self.end += 1
+        level = 0
+        nodes = self.nodes
+        while count & 1:
+            leaf = hashlib.sha256(b"\x01" + nodes.pop()[2] + leaf).digest()
+            count >>= 1
+            level += 1
+        nodes.append((position >> level << level, level, leaf))
 
     def append_node(self, level: int, digest: bytes) -> None:
         """Append the hash of the perfect subtree of 2**level leaves starting at ``end``."""

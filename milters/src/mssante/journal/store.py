@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mssante.journal.merkle import leaf_hash
 
@@ -44,8 +44,7 @@ class Segment:
     path: Path
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     """One stored line: ``data`` is the leaf data, ``check_ok`` whether its check digits match."""
 
     segment: Segment
