@@ -138,6 +138,9 @@ def main():
     )
     try:
         steps, verdict = run(module.params)
+    except smtplib.SMTPResponseException as exc:
+        error = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        module.fail_json(msg=f"SMTP smoke test failed: {exc.smtp_code} {error}", verdict="failed", steps=[])
     except (TimeoutError, OSError, smtplib.SMTPException, ssl.SSLError, ConnectionError) as exc:
         module.fail_json(msg=f"SMTP smoke test failed: {exc}", verdict="failed", steps=[])
     if verdict == "failed":
