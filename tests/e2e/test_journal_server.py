@@ -170,3 +170,10 @@ def test_trace2_metrics_and_self_verification(server: Server) -> None:
     assert "mssante_journal_verify_ok 1.0" in page
     labels = [line for line in page.splitlines() if line.startswith("mssante_journal_records_total{")]
     assert len(labels) == 7  # one per record type, a closed enum
+
+
+def test_trace2_a_second_owner_is_refused_and_the_first_keeps_serving(server: Server) -> None:
+    server.start()
+    second = journal_cli("serve", *server.common(), check=False)
+    assert second.returncode == 1 and "in use by another writer" in second.stderr
+    assert JournalClient(server.socket).append(accepted(1)).index == 1  # control: the first one still serves
