@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from email.message import Message
 
 MAX_MDN_BYTES = 256 * 1024
+MAX_ID_LENGTH = 998  # RFC 5322 line length: a longer "Message-ID" is no identifier
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 8098 section 3.2.6: disposition-type after the action and sending modes.
 _DISPOSITION = re.compile(
     r"^\s*(?P<action>manual-action|automatic-action)\s*/\s*(?P<sending>MDN-sent-manually|MDN-sent-automatically)"
@@ -69,6 +71,6 @@ def _from_report(part: Message) -> Receipt | None:
         return None
     original = " ".join(str(fields.get("Original-Message-ID", "")).split())
     match = _DISPOSITION.match(str(fields.get("Disposition", "")))
-    if not original or match is None:
+    if not original or len(original) > MAX_ID_LENGTH or _CONTROL.search(original) or match is None:
         return None
     return Receipt(original, match["type"].lower(), match["action"].lower())

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+from mssante.mdn import parse_receipt
 from mssante.milter import records, tagging
 from mssante.milter.journal import Aggregator, JournalSink, JournalUnavailable
 from mssante.milter.message import Message
@@ -153,6 +154,7 @@ class Conversation:
     def body(self, chunk: bytes) -> Decision:
         if self.message is not None:
             self.message.body.feed(chunk)
+            self.message.keep_for_receipt(chunk)
         return CONTINUE
 
     def eom(self, macros: Macros) -> EomResult:
@@ -177,8 +179,22 @@ class Conversation:
             self.services.metrics.error("journal")
             return EomResult(self._fail(tempfail(Reason.JOURNAL_UNAVAILABLE)))
         self.services.metrics.decision(self.direction, decision)
+        self._journal_receipt(message)
         adds = tagging.additions(result.record_id, self.services.host_id, self.direction.value, "accepted")
         return EomResult(decision, tagging.removals(message.headers), adds)
+
+    def _journal_receipt(self, message: Message) -> None:
+        """An accepted read receipt gets an `mdn` record too (MSG-3); the message is journaled already."""
+        raw = message.receipt_bytes()
+        receipt = parse_receipt(raw) if raw is not None else None
+        if receipt is None:
+            return
+        try:
+            with self.timed("journal"):
+                self.services.journal.append(records.mdn(message, receipt))
+        except JournalUnavailable:  # the accepted record holds; only the receipt's link is missing
+            LOG.exception("journal append failed for a read receipt")
+            self.services.metrics.error("journal")
 
     def abort(self) -> None:
         self.message = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from mssante.mdn import MAX_MDN_BYTES, is_mdn_content_type
 from mssante.milter.policy import Views
 
 
@@ -52,6 +53,7 @@ class Message:
     header_digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     header_size: int = 0
     body: BodyScan = field(default_factory=BodyScan)
+    receipt_body: bytearray | None = None  # kept only when Content-Type announces an MDN (MSG-3)
 
     def add_header(self, name: str, value: str) -> None:
         self.headers.append((name, value))
@@ -60,6 +62,24 @@ class Message:
         self.header_size += len(line)
         if name.lower() == "message-id" and self.message_id is None:
             self.message_id = value.strip()
+        if name.lower() == "content-type" and is_mdn_content_type(value):
+            self.receipt_body = bytearray()
+
+    def keep_for_receipt(self, chunk: bytes) -> None:
+        """Keep the body of a read receipt, bounded: a larger "receipt" is not parsed at all."""
+        if self.receipt_body is None:
+            return
+        if self.header_size + 2 + len(self.receipt_body) + len(chunk) > MAX_MDN_BYTES:
+            self.receipt_body = None
+            return
+        self.receipt_body += chunk
+
+    def receipt_bytes(self) -> bytes | None:
+        """The whole message (headers as received, body) when it may be a read receipt."""
+        if self.receipt_body is None:
+            return None
+        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+        return head.encode("utf-8", "surrogateescape") + b"\r\n" + bytes(self.receipt_body)
 
     @property
     def size(self) -> int:

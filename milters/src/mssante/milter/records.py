@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mssante.mdn import Receipt
 from mssante.milter.message import Message
 from mssante.milter.policy import Session
 from mssante.milter.reasons import Decision, Direction
@@ -59,4 +60,17 @@ def refused(
         "decision": decision.action.value,
         "reason": decision.reason.value,
         "reply": reply or decision.reply,
+    }
+
+
+def mdn(message: Message, receipt: Receipt) -> dict[str, Any]:
+    """A read receipt (MSG-3) against the original Message-ID; the receipt's text is not kept."""
+    return {
+        "type": "mdn",
+        "original_message_id": receipt.original_message_id,
+        "disposition": receipt.disposition,
+        "message_id": message.message_id,
+        "queue_id": message.queue_id,
+        "mail_from": message.sender,
+        "rcpt": ", ".join(message.accepted)[:2048] or None,
     }
