@@ -42,7 +42,21 @@ def _users(mailboxes: list[dict[str, Any]], mail_root: str) -> tuple[list[dict[s
     return [{"name": name, "home": home} for name, home in homes.items()], sorted(set(app_cns))
 
 
-def dovecot_model(
+def _listener_blocks(listeners: list[dict[str, Any]], problems: list[str]) -> dict[str, str]:
+    """Listener address -> its client CA set (one set per address: Dovecot's `local` blocks)."""
+    blocks: dict[str, str] = {}
+    for listener in listeners:
+        ca_set = listener.get("client_ca")
+        if ca_set not in CA_SETS:
+            problems.append(f"listener {listener.get('name')}: client_ca must be one of {CA_SETS}")
+        elif blocks.setdefault(str(listener["address"]), ca_set) != ca_set:
+            problems.append(f"address {listener['address']}: one address serves one client CA set")
+        if ":" in str(listener.get("address", "")):
+            problems.append(f"listener {listener.get('name')}: IPv6 addresses are not supported yet")
+    return blocks
+
+
+def dovecot_model(  # noqa: PLR0917  (an Ansible filter: Jinja passes its arguments by position)
     mailboxes: list[dict[str, Any]],
     domains: list[str],
     listeners: list[dict[str, Any]],
@@ -64,15 +78,7 @@ def dovecot_model(
     names.update(str(u["cn"]) for u in transition_users or [])
     for name in sorted(names):
         _check_name(name, problems)
-    blocks: dict[str, str] = {}
-    for listener in listeners:
-        ca_set = listener.get("client_ca")
-        if ca_set not in CA_SETS:
-            problems.append(f"listener {listener.get('name')}: client_ca must be one of {CA_SETS}")
-        elif blocks.setdefault(str(listener["address"]), ca_set) != ca_set:
-            problems.append(f"address {listener['address']}: one address serves one client CA set")
-        if ":" in str(listener.get("address", "")):
-            problems.append(f"listener {listener.get('name')}: IPv6 addresses are not supported yet")
+    blocks = _listener_blocks(listeners, problems)
     if problems:
         raise ModelError("; ".join(problems))
     patterns = [f"*@{domain.lower()}" for domain in domains]

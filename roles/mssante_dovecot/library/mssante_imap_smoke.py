@@ -41,7 +41,9 @@ def smoke(params: dict) -> dict:
     context = _context(params)
     facts: dict = {}
     if params["tls"] == "implicit":
-        client = imaplib.IMAP4_SSL(params["host"], params["port"], ssl_context=context, timeout=params["timeout"])
+        client = imaplib.IMAP4_SSL(
+            params["host"], params["port"], ssl_context=context, timeout=params["timeout"]
+        )
     else:
         client = imaplib.IMAP4(params["host"], params["port"], timeout=params["timeout"])
         if "LOGINDISABLED" not in client.capabilities:
