@@ -105,14 +105,14 @@ userdb {
   args = uid=nobody gid=nogroup home=/run/mssante/dovecot-test-home
 }
 service auth {
-  unix_listener /var/spool/postfix-mssante/private/auth-mssante {
+  unix_listener /var/spool/postfix-mssante/private/dovecot-auth {
     mode = 0660
     user = postfix
     group = postfix
   }
 }
 service lmtp {
-  unix_listener /var/spool/postfix-mssante/private/dovecot-lmtp-mssante {
+  unix_listener /var/spool/postfix-mssante/private/dovecot-lmtp {
     mode = 0660
     user = postfix
     group = postfix
@@ -325,7 +325,7 @@ class ConvertHost:
         conf = self.base / "dovecot.conf"
         conf.write_text(DOVECOT_CONF)
         self.popen(["dovecot", "-c", str(conf)]).wait(timeout=30)
-        wait_until((private / "auth-mssante").exists, 15, "Dovecot's auth socket")
+        wait_until((private / "dovecot-auth").exists, 15, "Dovecot's auth socket")
 
     def stop_milter(self) -> None:
         if self.milter:
