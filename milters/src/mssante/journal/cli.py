@@ -18,7 +18,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from mssante.configfile import DEFAULT_CONFIG_PATH, ConfigError
-from mssante.journal import config, export, keys
+from mssante.journal import config, export, keys, trace
 from mssante.journal.backup import backup
 from mssante.journal.client import JournalClient, JournalUnavailable
 from mssante.journal.config import JournalSettings
@@ -262,6 +262,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--seq", type=int)
     show.add_argument("--type")
     add("stats", cmd_stats)
+    trace.register(add("trace", trace.command))
     add("backup", cmd_backup).add_argument("--out", required=True, help="a new directory")
     return parser
 
