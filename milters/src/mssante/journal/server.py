@@ -7,6 +7,7 @@ are therefore ordered and never interleave, and a reply means the record is on d
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -95,7 +96,7 @@ class JournalServer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._arriving = 0  # requests read from a socket and not yet queued
-        self._last_batch = 1
+        self._recent: collections.deque[int] = collections.deque([1], maxlen=16)  # recent batch sizes
         self._last_commit = 0.0
         self._handlers: dict[str, Callable[[_Job], dict[str, Any]]] = {
             "checkpoint": lambda job: {"checkpoint": self.journal.checkpoint(force=True)},
@@ -211,8 +212,9 @@ class JournalServer:
         """The first job and those queued (group commit).
 
         Writers answered by the last commit come back at about the same time: wait for as many as
-        the last batch held, for at most half the last commit's duration (GATHER_SECONDS at most),
-        so that they share the next fsync instead of alternating between a batch of one and the rest.
+        the largest of the recent batches held, for at most half the last commit's duration
+        (GATHER_SECONDS at most), so that they share the next fsync instead of alternating between
+        a batch of one and the rest.
         """
         batch = [first]
         deadline = time.monotonic() + min(GATHER_SECONDS, self._last_commit / 2)
@@ -223,7 +225,7 @@ class JournalServer:
             except queue.Empty:
                 pass
             remaining = deadline - time.monotonic()
-            if (self._arriving <= 0 and len(batch) >= self._last_batch) or remaining <= 0:
+            if (self._arriving <= 0 and len(batch) >= max(self._recent)) or remaining <= 0:
                 break
             try:
                 batch.append(self.jobs.get(timeout=remaining))
@@ -252,7 +254,7 @@ class JournalServer:
         started = time.perf_counter()
         results = self.journal.append_batch([job.payload["record"] for job in appends])
         self._last_commit = time.perf_counter() - started
-        self._last_batch = len(appends)
+        self._recent.append(len(appends))
         self.metrics.commit.observe(self._last_commit)
         for job, result in zip(appends, results, strict=True):
             if isinstance(result, RecordError):
