@@ -76,3 +76,22 @@ def test_trace2_missing_log_is_picked_up_when_it_appears(tmp_path: Path) -> None
     assert _read(follower) == []
     _append(log, "first")
     assert _read(follower) == ["first"]
+
+
+def test_trace2_line_written_to_old_file_just_before_the_writer_reopens(tmp_path: Path) -> None:
+    """The writer (postlogd) may add a last line to the renamed file after our drain, before it reopens."""
+    log, rotated = tmp_path / "maillog", tmp_path / "maillog.20261125-182200"
+    _append(log, "a1")
+    follower = LogFollower(log, None)
+    assert _read(follower) == ["a1"]
+    log.rename(rotated)
+    _append(log, "b1")
+    original = follower._rotated
+
+    def late_write_then_check() -> bool:
+        if not rotated.read_text().endswith("a2\n"):
+            _append(rotated, "a2")  # between our last read of the old file and the rotation check
+        return original()
+
+    follower._rotated = late_write_then_check  # type: ignore[method-assign]
+    assert _read(follower) == ["a2", "b1"]

@@ -82,8 +82,11 @@ class LogFollower:
         """Every complete line available now, from the current file then from its successor."""
         while True:
             yield from self._drain()
-            if not self._switch_if_rotated():
+            if not self._rotated():
                 return
+            # The writer may have added lines to the old file between the drain and its reopening.
+            yield from self._drain()
+            self._attach(self.path, 0)
 
     def _drain(self) -> Iterator[tuple[str, Position]]:
         if self._file is None:
@@ -98,22 +101,13 @@ class LogFollower:
         # Leave a partial line for the next poll.
         self._file.seek(self._offset)
 
-    def _switch_if_rotated(self) -> bool:
-        """After draining: move to the file now at ``path`` when it is another file."""
+    def _rotated(self) -> bool:
+        """After draining: whether ``path`` is now another file, or the same one truncated (copy-truncate)."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
             return False
-        if self._file is None:
-            self._attach(self.path, 0)
-            return True
-        if st.st_ino != self._inode:
-            self._attach(self.path, 0)
-            return True
-        if st.st_size < self._offset:  # copy-truncate rotation
-            self._attach(self.path, 0)
-            return True
-        return False
+        return self._file is None or st.st_ino != self._inode or st.st_size < self._offset
 
 
 def _find_by_inode(path: Path, inode: int) -> Path | None:
