@@ -43,7 +43,9 @@ def _flip(blob: bytes, bit: int) -> bytes:
     return bytes(data)
 
 
-def test_trace2_every_bit_flip_in_a_record_names_it(journal_dir: Path, tmp_path: Path) -> None:
+def test_trace2_every_bit_flip_in_a_record_names_it(tmp_path: Path) -> None:
+    make_journal(tmp_path, 3).close()  # records 0..3: flip every bit of record 2, in the middle
+    journal_dir = tmp_path / "journal"
     segment = segment_files(journal_dir)[0]
     original = segment.read_bytes()
     lines = original.split(b"\n")
