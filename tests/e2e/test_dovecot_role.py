@@ -209,7 +209,7 @@ def test_role_rolls_back_when_the_smoke_test_fails(ordinary_host: DovecotHost) -
         ordinary_host,
         mssante_dovecot_mailboxes=[*mailboxes(ordinary_host.pki), extra],
         # A smoke CA that cannot verify the server certificate: the smoke test fails after the swap.
-        mssante_dovecot_smoke_ca_file=str(ordinary_host.pki.personal_chain),
+        mssante_dovecot_smoke_ca_file=str(ordinary_host.pki.foreign_ca.cert),
     )
     result = _play(ordinary_host, values)
     assert result.returncode != 0
