@@ -22,49 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.common import LOCAL, CommandError, Runner, listening, tail, wait_until
-
-# Internal services of a Postfix instance: (name, type, private, unpriv, chroot, wakeup, maxproc, command).
-_INTERNAL_SERVICES = (
-    ("pickup", "unix", "n", "-", "n", "60", "1", "pickup"),
-    ("cleanup", "unix", "n", "-", "n", "-", "0", "cleanup"),
-    ("qmgr", "unix", "n", "-", "n", "300", "1", "qmgr"),
-    ("tlsmgr", "unix", "-", "-", "n", "1000?", "1", "tlsmgr"),
-    ("rewrite", "unix", "-", "-", "n", "-", "-", "trivial-rewrite"),
-    ("bounce", "unix", "-", "-", "n", "-", "0", "bounce"),
-    ("defer", "unix", "-", "-", "n", "-", "0", "bounce"),
-    ("trace", "unix", "-", "-", "n", "-", "0", "bounce"),
-    ("verify", "unix", "-", "-", "n", "-", "1", "verify"),
-    ("flush", "unix", "n", "-", "n", "1000?", "0", "flush"),
-    ("proxymap", "unix", "-", "-", "n", "-", "-", "proxymap"),
-    ("proxywrite", "unix", "-", "-", "n", "-", "1", "proxymap"),
-    ("smtp", "unix", "-", "-", "n", "-", "-", "smtp"),
-    ("relay", "unix", "-", "-", "n", "-", "-", "smtp"),
-    ("showq", "unix", "n", "-", "n", "-", "-", "showq"),
-    ("error", "unix", "-", "-", "n", "-", "-", "error"),
-    ("retry", "unix", "-", "-", "n", "-", "-", "error"),
-    ("discard", "unix", "-", "-", "n", "-", "-", "discard"),
-    ("lmtp", "unix", "-", "-", "n", "-", "-", "lmtp"),
-    ("anvil", "unix", "-", "-", "n", "-", "1", "anvil"),
-    ("scache", "unix", "-", "-", "n", "-", "1", "scache"),
-    ("tlsproxy", "unix", "-", "-", "n", "-", "0", "tlsproxy"),
-    ("postlog", "unix-dgram", "n", "-", "n", "-", "1", "postlogd"),
+from tests.support.postfix_settings import (
+    FAST_RETRY,
+    INTERNAL_SERVICES,
+    QUEUE_DIRS,
+    smtp_tls_settings,
+    smtpd_tls_settings,
 )
 
-# Queue subdirectories as in Postfix's postfix-files: (name, owner is mail_owner, group postdrop, mode).
-_QUEUE_DIRS = (
-    *((name, True, False, 0o700) for name in ("active", "bounce", "corrupt", "defer", "deferred", "flush")),
-    *((name, True, False, 0o700) for name in ("hold", "incoming", "private", "saved", "trace")),
-    ("maildrop", True, True, 0o730),
-    ("public", True, True, 0o710),
-    ("pid", False, False, 0o755),
-)
-
-# Short retry timers for tests that watch a deferral turn into a delivery; opt in with postconf(FAST_RETRY).
-FAST_RETRY = {
-    "queue_run_delay": "1s",
-    "minimal_backoff_time": "1s",
-    "maximal_backoff_time": "2s",
-}
+__all__ = ["FAST_RETRY", "PostfixError", "PostfixInstance", "smtp_tls_settings", "smtpd_tls_settings"]
 
 
 class PostfixError(RuntimeError):
@@ -184,7 +150,7 @@ class PostfixInstance:
         merged = {**self.base_settings(multi_instance), **(settings or {})}
         main = "".join(f"{key} = {value}\n" for key, value in merged.items())
         self.runner.fs(self.config_dir / "main.cf").write_text(main)
-        lines = [" ".join(entry) for entry in _INTERNAL_SERVICES]
+        lines = [" ".join(entry) for entry in INTERNAL_SERVICES]
         self.runner.fs(self.config_dir / "master.cf").write_text("\n".join(lines) + "\n")
         self.inet_listeners = []
         self.add_smtpd_listener(self.port, smtpd_options or {})
@@ -292,7 +258,7 @@ class PostfixInstance:
         """Create the queue directories as `postfix check` would, and ask `postfix start` to skip its
         slow checks once (Postfix's own quick-start file): a fresh instance starts in well under a second."""
         owner, group = pwd.getpwnam("postfix"), grp.getgrnam("postdrop")
-        for name, postfix_owned, postdrop, mode in _QUEUE_DIRS:
+        for name, postfix_owned, postdrop, mode in QUEUE_DIRS:
             path = self.runner.fs(self.queue_dir / name)
             path.mkdir(exist_ok=True)
             os.chown(path, owner.pw_uid if postfix_owned else 0, group.gr_gid if postdrop else -1)
@@ -387,40 +353,3 @@ class PostfixInstance:
     def hostport(self) -> str:
         """``[address]:port`` for a relayhost or transport next hop pointing here."""
         return f"[{self.address}]:{self.port}"
-
-
-def smtpd_tls_settings(
-    cert: Path, key: Path, ca_file: Path, *, level: str = "encrypt", ask_ccert: bool = True
-) -> dict[str, str]:
-    """main.cf settings for an smtpd that presents ``cert`` (a fullchain) and verifies client
-    certificates against ``ca_file`` only (CApath empty), TLS >= 1.2; log lines say Trusted/Untrusted."""
-    return {
-        "smtpd_tls_chain_files": f"{key}, {cert}",
-        "smtpd_tls_security_level": level,
-        "smtpd_tls_ask_ccert": "yes" if ask_ccert else "no",
-        "smtpd_tls_CAfile": str(ca_file),
-        "smtpd_tls_CApath": "",
-        "smtpd_tls_protocols": ">=TLSv1.2",
-        "smtpd_tls_mandatory_protocols": ">=TLSv1.2",
-        "smtpd_tls_loglevel": "1",
-        "smtpd_tls_received_header": "yes",
-    }
-
-
-def smtp_tls_settings(
-    cert: Path, key: Path, ca_file: Path, *, level: str = "secure", match: str | None = None
-) -> dict[str, str]:
-    """main.cf settings for the SMTP client: presents ``cert``, verifies servers against ``ca_file``
-    only; with ``level=secure`` the server name must match ``match`` (e.g. the listed CNs)."""
-    settings = {
-        "smtp_tls_chain_files": f"{key}, {cert}",
-        "smtp_tls_security_level": level,
-        "smtp_tls_CAfile": str(ca_file),
-        "smtp_tls_CApath": "",
-        "smtp_tls_protocols": ">=TLSv1.2",
-        "smtp_tls_mandatory_protocols": ">=TLSv1.2",
-        "smtp_tls_loglevel": "1",
-    }
-    if match is not None:
-        settings["smtp_tls_secure_cert_match"] = match
-    return settings
