@@ -135,8 +135,8 @@ DovecotFactory = Callable[..., DovecotInstance]
 @pytest.fixture
 def dovecot_factory(pki: Pki) -> Iterator[DovecotFactory]:
     """``make(name="imap", *, address=None, cert: Leaf | None = None, users=None, extra_config="",
-    start=True) -> DovecotInstance``: IMAP + LMTP + Postfix auth socket; stopped at teardown.
-    ``cert`` defaults to the hospital's server certificate."""
+    runner=LOCAL, start=True) -> DovecotInstance``: IMAP + LMTP + Postfix auth socket; stopped at
+    teardown. ``cert`` defaults to the hospital's server certificate."""
     made: list[DovecotInstance] = []
 
     def make(
@@ -146,6 +146,7 @@ def dovecot_factory(pki: Pki) -> Iterator[DovecotFactory]:
         cert: Leaf | None = None,
         users: Mapping[str, str] | None = None,
         extra_config: str = "",
+        runner: Runner = LOCAL,
         start: bool = True,
     ) -> DovecotInstance:
         address = address or random_loopback()
@@ -160,6 +161,7 @@ def dovecot_factory(pki: Pki) -> Iterator[DovecotFactory]:
             key=leaf.key,
             users=dict(users or {}),
             extra_config=extra_config,
+            runner=runner,
         )
         made.append(instance)
         if start:
