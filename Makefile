@@ -44,7 +44,7 @@ test-dev: deps
 # The Python tests again in the host runtime (Debian 12's python3 and python3-* packages),
 # so code written against a newer library than a hospital host has fails here.
 test-host: deps
-	PYTHONPATH=$(CURDIR)/milters/src $(HOSTPY) -m pytest -p no:cacheprovider -m "not devonly" tests/unit tests/milter $(PYTEST_ARGS)
+	PYTHONPATH=$(CURDIR)/milters/src $(HOSTPY) -m pytest -p no:cacheprovider -m "not devonly" tests/unit tests/milter tests/render $(PYTEST_ARGS)
 
 test: lint test-dev test-host
 

@@ -31,7 +31,7 @@ from tests.support.common import make_base_dir, remove_base_dir, tail, wait_unti
 pytestmark = pytest.mark.devonly
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE_LIST = Path("/work/shared/mssante/listeblanche-sample.xml")
+SAMPLE_LIST = Path(__file__).resolve().parents[1] / "data" / "listeblanche-sample.xml"
 MOUNTS = (
     "/etc/mssante",
     "/var/lib/mssante",
