@@ -238,17 +238,33 @@ class JournalServer:
         try:
             if appends:
                 self._commit(appends)
-            for job in jobs:
-                if job.op in self._handlers:
-                    job.future.set_result({"ok": True, **self._handlers[job.op](job)})
             if self.journal.checkpoint_due():
                 self.journal.checkpoint()
         except Exception as exc:
-            self.broken = str(exc)
-            log.exception("journal: write failed; refusing appends until restart")
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+            self._fail(jobs, exc)
+            return
+        for job in jobs:
+            if job.op not in self._handlers:
+                continue
+            size = self.journal.size
+            try:
+                job.future.set_result({"ok": True, **self._handlers[job.op](job)})
+            except ValueError as exc:  # a bad argument: nothing was written
+                job.future.set_exception(exc)
+            except Exception as exc:
+                if self.journal.size == size and not isinstance(exc, OSError):
+                    job.future.set_exception(exc)  # failed before writing anything
+                else:
+                    self._fail(jobs, exc)
+                    return
+
+    def _fail(self, jobs: list[_Job], exc: Exception) -> None:
+        """A write failed: the files may hold a partial write, so stop appending until a restart."""
+        self.broken = str(exc)
+        log.exception("journal: write failed; refusing appends until restart")
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(exc)
 
     def _commit(self, appends: list[_Job]) -> None:
         started = time.perf_counter()
