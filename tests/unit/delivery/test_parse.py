@@ -130,9 +130,14 @@ def test_trace1_tls_failures_recognised_from_postfix_deferral_texts() -> None:
 
 
 def test_trace1_cleanup_content_reject_after_the_milter() -> None:
-    line = (
-        f"{P}/cleanup[77]: 4jZSh31Zk6zCHNH: reject: header X-MSSante-Verdict: pass; direction=inbound;"
-        " from localhost[127.0.0.1]; from=<a@b.test> to=<c@d.test> proto=ESMTP helo=<x>: 5.7.1 no"
-    )
-    event = parse_line(line)
-    assert event is not None and (event.kind, event.queue_id) == (Kind.CONTENT_REJECT, "4jZSh31Zk6zCHNH")
+    """As Postfix 3.7 logs a `milter_header_checks` REJECT of a header our milter added."""
+    for action in ("milter-header-reject", "milter-header-discard", "reject", "discard"):
+        line = (
+            f"{P}/cleanup[77]: 4jZSh31Zk6zCHNH: {action}: header X-MSSante-Verdict: pass; direction=inbound;"
+            " from unknown[127.0.0.1]; from=<a@b.test> to=<c@d.test> proto=ESMTP helo=<x>: 5.7.1 no"
+        )
+        event = parse_line(line)
+        assert event is not None and (event.kind, event.queue_id) == (Kind.CONTENT_REJECT, "4jZSh31Zk6zCHNH")
+    # Control: a warning is no refusal.
+    warning = f"{P}/cleanup[77]: 4jZSh31Zk6zCHNH: warning: header X-MSSante-Verdict: pass; from unknown"
+    assert parse_line(warning) is None

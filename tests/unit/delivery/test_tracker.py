@@ -72,3 +72,15 @@ def test_trace2_state_round_trips_through_json() -> None:
     [record] = restored.feed(rcpt("a@x.test", "sent"))
     assert record["outcome"] == "deferred-then-delivered"
     assert restored.open_messages(now=10_000, older_than=60) == 1
+
+
+def test_trace2_refused_by_postfix_after_the_milter_settles_not_queued_at_once() -> None:
+    """A later milter's or milter_header_checks' refusal: no grace time needed."""
+    for kind in (Kind.CONTENT_REJECT, Kind.MILTER_REJECT):
+        tracker = tracker_with("a@x.test", "b@x.test", at=100.0)
+        records = tracker.feed(Event(kind, 1, "cleanup", queue_id=QID))
+        assert [(r["rcpt"], r["outcome"]) for r in records] == [
+            ("a@x.test", "not-queued"),
+            ("b@x.test", "not-queued"),
+        ]
+        assert tracker.sweep(now=10_000.0) == []  # settled once

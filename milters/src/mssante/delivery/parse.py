@@ -29,7 +29,7 @@ _MESSAGE_ID = re.compile(_QID + r": message-id=(?P<message_id>\S*)")
 _MILTER_REJECT = re.compile(_QID + r": milter-reject: END-OF-MESSAGE ")
 # cleanup's content inspection (header_checks, body_checks, milter_header_checks) refusing or dropping
 # the message; after our milter's yes only milter_header_checks (on the headers it added) can do so.
-_CONTENT_REJECT = re.compile(_QID + r": (?:reject|discard): (?:header|body) ")
+_CONTENT_REJECT = re.compile(_QID + r": (?:milter-header-)?(?:reject|discard): (?:header|body) ")
 _TLS = re.compile(
     r"^(?P<trust>Verified|Trusted|Untrusted|Anonymous) TLS connection established to "
     r"(?P<peer>[^ ]+): (?P<version>TLSv[\d.]+) with cipher (?P<cipher>\S+)"
