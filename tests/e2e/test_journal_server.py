@@ -33,7 +33,7 @@ def stored(directory: Path) -> dict[int, str]:
     return found
 
 
-def writers(  # noqa: PLR0917 - a test helper
+def writers(
     client: JournalClient,
     count: int,
     per_thread: int | None,
