@@ -12,7 +12,7 @@ python3-pytest python3-pytest-timeout python3-hypothesis python3-aiosmtpd
 python3-venv python3-dev python3-pip build-essential pkg-config
 libxml2-dev libxslt1-dev libxmlsec1-dev libxmlsec1-openssl
 openssl iproute2 util-linux procps swaks dnsmasq-base prometheus supervisor
-chromium fonts-dejavu-core
+chromium fonts-dejavu-core dovecot-sieve curl
 "
 
 missing=""
