@@ -311,4 +311,5 @@ def _finish(state: _State) -> None:
 def write_status(path: Path, report: Report, now: float) -> None:
     """Write the self-verification result where the metrics read it."""
     data = report.as_dict() | {"time": now, "problems": report.as_dict()["problems"][:5]}
+    path.parent.mkdir(parents=True, exist_ok=True)  # a journal the owner has not created yet
     write_atomic(path, json.dumps(data, sort_keys=True).encode())
