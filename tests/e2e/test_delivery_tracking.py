@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,6 +195,59 @@ def test_trace2_deferred_then_delivered(tracking: Tracking, sink_replies: dict[s
     del sink_replies[rcpt]
     [record] = tracking.wait_outcomes(queue_id)
     assert (record["rcpt"], record["outcome"], record["dsn"]) == (rcpt, "deferred-then-delivered", "2.0.0")
+
+
+def test_trace2_next_hop_down_then_up_is_deferred_then_delivered(tracking: Tracking) -> None:
+    """TRACE-2: the next hop is down (connection refused), then comes back: one final record."""
+    lab = tracking.lab
+    rcpt = f"secretariat@{lab.local}"
+    tls_failures = _tls_failures(tracking)
+    lab.sink.stop()
+    try:
+        msgid, sent = tracking.send_inbound([rcpt])
+        assert sent.delivered, sent
+        queue_id = tracking.accepted(msgid)["queue_id"]
+        lab.postfix.wait_log(rf"{queue_id}: to=<{rcpt}>.*status=deferred \(connect to ", WAIT)
+        assert tracking.outcomes(queue_id) == []
+    finally:
+        lab.sink.start()
+    [record] = tracking.wait_outcomes(queue_id)
+    assert (record["rcpt"], record["outcome"]) == (rcpt, "deferred-then-delivered")
+    assert _tls_failures(tracking) == tls_failures  # a refused connection is no TLS failure
+
+
+def _tls_failures(tracking: Tracking) -> float:
+    url = f"http://{tracking.lab.address}:{tracking.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        page = response.read().decode()
+    [value] = [
+        line.split()[1]
+        for line in page.splitlines()
+        if line.startswith("mssante_delivery_tls_failures_total ")
+    ]
+    return float(value)
+
+
+def test_trace2_tls_failure_to_next_hop_counted_then_delivered(tracking: Tracking) -> None:
+    """`mssante_delivery_tls_failures_total` (alert MssanteTlsFailuresToPeers) counts a real Postfix
+    TLS deferral (TLS required, next hop offers no STARTTLS); the message is delivered once TLS is
+    no longer required. (Control: the next-hop-down test, whose deferral is not counted.)"""
+    lab = tracking.lab
+    before = _tls_failures(tracking)
+    lab.postfix.postconf({"smtp_tls_security_level": "encrypt"})
+    lab.postfix.reload()
+    try:
+        msgid, sent = tracking.send_inbound([f"dr.martin@{lab.local}"])
+        assert sent.delivered, sent
+        queue_id = tracking.accepted(msgid)["queue_id"]
+        lab.postfix.wait_log(rf"{queue_id}: to=<.*status=deferred \(TLS is required", WAIT)
+        wait_until(lambda: _tls_failures(tracking) >= before + 1, WAIT, "the TLS failure counted")
+    finally:
+        lab.postfix.postconf({"smtp_tls_security_level": "none"})
+        lab.postfix.reload()
+    lab.postfix.flush()
+    [record] = tracking.wait_outcomes(queue_id)
+    assert record["outcome"] == "deferred-then-delivered"
 
 
 def test_trace2_bounced(tracking: Tracking, sink_replies: dict[str, str]) -> None:
