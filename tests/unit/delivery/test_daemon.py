@@ -169,3 +169,20 @@ def test_trace2_tls_failures_counted_once_per_attempt(tmp_path: Path, journal: J
     )
     tracker.step()
     assert registry.get_sample_value("mssante_delivery_tls_failures_total") == 2
+
+
+def test_trace2_backlog_read_over_several_polls_without_false_not_queued(
+    tmp_path: Path, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog longer than one poll's share: nothing skipped, and no `not-queued` before catching up."""
+    monkeypatch.setattr("mssante.delivery.daemon.MAX_LINES_PER_POLL", 2)
+    sink = OwnerSink(journal)
+    tracker = daemon(tmp_path, journal, sink)
+    journal.append_batch([accepted(1)])
+    qid, rcpt = accepted(1)["queue_id"], "dr.b@hopital-sud.mssante.fr"
+    noise = [f"{P}/smtpd[5]: connect from unknown[127.0.0.{n}]" for n in range(5)]
+    log(tmp_path, *noise, f"{P}/qmgr[3]: {qid}: from=<a@b>, size=1, nrcpt=1 (queue active)", sent(qid, rcpt))
+    far_future = 10_000_000_000.0  # the grace time is long over, yet the queue id is in the backlog
+    for _ in range(4):
+        tracker.step(now=far_future)
+    assert deliveries(journal) == [(qid, rcpt, "delivered")]

@@ -95,3 +95,17 @@ def test_trace2_line_written_to_old_file_just_before_the_writer_reopens(tmp_path
 
     follower._rotated = late_write_then_check  # type: ignore[method-assign]
     assert _read(follower) == ["a2", "b1"]
+
+
+def test_trace2_consumer_stopping_mid_chunk_misses_nothing(tmp_path: Path) -> None:
+    """The tracker stops after a number of lines per poll: the next poll resumes at the next line."""
+    log = tmp_path / "maillog"
+    _append(log, *(f"line {n}" for n in range(10)))
+    follower = LogFollower(log, None)
+    seen = []
+    for line, _ in follower.lines():
+        seen.append(line)
+        if len(seen) == 3:
+            break
+    seen += _read(follower)
+    assert seen == [f"line {n}" for n in range(10)]

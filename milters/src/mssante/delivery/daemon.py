@@ -119,8 +119,8 @@ class DeliveryDaemon:
         """Run one poll; return how many delivery records reached the journal."""
         now = time.time() if now is None else now
         self._read_journal()
-        if len(self.pending) < MAX_PENDING:
-            self._read_log()
+        # Sweep only once caught up with the log: a queue id still unseen was really never queued.
+        if len(self.pending) < MAX_PENDING and self._read_log():
             self.pending += self.tracker.sweep(now)
         self._save_state()
         written = self._flush()
@@ -139,14 +139,16 @@ class DeliveryDaemon:
         if landed:
             self.pending = [r for r in self.pending if _key(r) not in landed]
 
-    def _read_log(self) -> None:
+    def _read_log(self) -> bool:
+        """Feed the new log lines to the tracker; whether the end of the log was reached."""
         for count, (line, _) in enumerate(self.follower.lines(), 1):
             event = parse_line(line, self.settings.syslog_name)
             if event is not None:
                 self._count_tls_failure(event)
                 self.pending += self.tracker.feed(event)
             if count >= MAX_LINES_PER_POLL:
-                break
+                return False
+        return True
 
     def _count_tls_failure(self, event: Event) -> None:
         """One failed attempt per smtp process and message (it logs one line per recipient)."""

@@ -91,6 +91,7 @@ class LogFollower:
     def _drain(self) -> Iterator[tuple[str, Position]]:
         if self._file is None:
             return
+        self._file.seek(self._offset)  # a consumer may have stopped mid-chunk last time
         pending = b""
         while chunk := self._file.read(_CHUNK):
             pending += chunk
