@@ -153,7 +153,13 @@ def render(story: Story) -> str:
     """The story for an auditor: records, recipients' outcomes, proofs."""
     if not story.found:
         return f"no journal record names {story.query}\n"
-    out = [f"Journal records naming {story.query}:"]
+    ids = next((r for r in story.records() if r["type"] in TRANSACTIONS), None)
+    out = (
+        []
+        if ids is None
+        else [f"Message: queue id {ids.get('queue_id')}, Message-ID {ids.get('message_id')}"]
+    )
+    out.append(f"Journal records naming {story.query}:")
     for record in story.records():
         out.append(f"  #{record['seq']:<6} {record['time']}  {record['type']:<9} {_summary(record)}")
     out.append("Recipients:")
