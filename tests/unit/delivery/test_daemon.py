@@ -186,3 +186,14 @@ def test_trace2_backlog_read_over_several_polls_without_false_not_queued(
     for _ in range(4):
         tracker.step(now=far_future)
     assert deliveries(journal) == [(qid, rcpt, "delivered")]
+
+
+def test_trace1_delivery_records_carry_the_message_id(tmp_path: Path, journal: Journal) -> None:
+    """`prove --message-id` and `trace` find the outcomes by the Message-ID too."""
+    tracker = daemon(tmp_path, journal, OwnerSink(journal))
+    journal.append_batch([accepted(1)])
+    qid, rcpt = accepted(1)["queue_id"], "dr.b@hopital-sud.mssante.fr"
+    log(tmp_path, sent(qid, rcpt))
+    tracker.step()
+    [record] = [json.loads(line.data) for line in journal.store.lines() if b'"delivery"' in line.data]
+    assert record["message_id"] == accepted(1)["message_id"]

@@ -59,7 +59,10 @@ def _accepted(record: dict[str, Any]) -> Accepted | None:
     addresses = tuple(
         str(r["address"]) for r in rcpts if isinstance(r, dict) and r.get("status", "accepted") == "accepted"
     )
-    return Accepted(str(record["queue_id"]), addresses, time.time())
+    message_id = record.get("message_id")
+    return Accepted(
+        str(record["queue_id"]), addresses, time.time(), message_id if isinstance(message_id, str) else ""
+    )
 
 
 class DeliveryDaemon:

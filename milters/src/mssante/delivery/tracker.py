@@ -31,6 +31,7 @@ class Accepted:
     queue_id: str
     recipients: tuple[str, ...]
     time: float
+    message_id: str = ""
 
 
 @dataclass
@@ -40,6 +41,7 @@ class _Message:
     queued: bool = False
     deferrals: dict[str, int] = field(default_factory=dict)
     done: list[str] = field(default_factory=list)
+    message_id: str = ""  # copied to the delivery records, so that `prove --message-id` finds them
 
     def open_recipients(self) -> list[str]:
         return [r for r in self.recipients if r not in self.done]
@@ -63,7 +65,9 @@ class Tracker:
     # -- inputs ---------------------------------------------------------------------------------
     def accept(self, accepted: Accepted) -> None:
         if accepted.queue_id and accepted.queue_id not in self._messages:
-            self._messages[accepted.queue_id] = _Message(list(accepted.recipients), accepted.time)
+            self._messages[accepted.queue_id] = _Message(
+                list(accepted.recipients), accepted.time, message_id=accepted.message_id
+            )
 
     def feed(self, event: Event) -> list[dict[str, Any]]:
         """Apply one log event; return the delivery records it settles."""
@@ -133,6 +137,8 @@ class Tracker:
             "rcpt": rcpt,
             "outcome": outcome.value,
         }
+        if message.message_id:
+            record["message_id"] = message.message_id
         if event is not None:
             record.update(relay=event.relay, dsn=event.dsn, delay_seconds=event.delay_seconds)
             tls = self._tls_by_pid.get(event.pid)
@@ -151,6 +157,7 @@ class Tracker:
                 "queued": m.queued,
                 "deferrals": m.deferrals,
                 "done": m.done,
+                "message_id": m.message_id,
             }
             for qid, m in self._messages.items()
         }
