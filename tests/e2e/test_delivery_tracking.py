@@ -319,7 +319,8 @@ def _receipt(tracking: Tracking, original: str) -> bytes:
     return (
         f"From: <dr.martin@{lab.local}>\r\nTo: <dr.durand@{lab.peer}>\r\n"
         f"Subject: Lu : compte rendu\r\nMessage-ID: {make_msgid(domain=lab.local)}\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=disposition-notification; boundary="R"\r\n\r\n'
+        "Content-Type: multipart/report;\r\n report-type=disposition-notification;\r\n"
+        ' boundary="R"\r\n\r\n'  # folded, as mail clients write it
         "--R\r\nContent-Type: text/plain\r\n\r\nLe message a ete affiche.\r\n"
         "--R\r\nContent-Type: message/disposition-notification\r\n\r\n"
         f"Reporting-UA: mua.{lab.local}; test\r\nFinal-Recipient: rfc822;dr.martin@{lab.local}\r\n"
