@@ -225,3 +225,108 @@ def test_trust6_smtp_smuggling_smuggles_nothing(lab: MilterLab, ending: bytes) -
         assert not [m for m in lab.sink.messages if f"secretariat@{lab.local}" in m.rcpt_tos]
     ids = {r.get("message_id") for r in journal(lab, "accepted")}
     assert smuggled not in ids
+
+
+# ---- addresses: look-alike domains, IDN, quoted local parts, case, trailing dots -------------------
+def refused_reason(lab: MilterLab, rcpt: str) -> object:
+    [record] = [
+        r for r in journal(lab, "refused") if r.get("rcpts") == [{"address": rcpt, "status": "refused"}]
+    ]
+    return record["reason"]
+
+
+def test_trust7_lookalike_recipients_refused_listed_forms_accepted(lab: MilterLab) -> None:
+    """TRUST-7: suffix, prefix, subdomain and label tricks around a trust-space name are refused per
+    recipient; the same name in upper case or with a trailing dot (the same domain) is accepted."""
+    p = lab.peer
+    lookalikes = [
+        f"a@{p}.evil.example", f"a@evil{p}", f"a@evil-{p}", f"a@sub.{p}", f"a@xn--{p}",
+        f"a@{p.replace('.', '-', 1)}", f"a@{p.split('.')[0]}.mssante.test.evil", "a@[127.0.0.1]",
+        "a@hôpital-x.mssante.test", "a@xn--hpital-x-v2a.mssante.test", f"a@{p}\u3002evil",
+    ]  # fmt: skip
+    listed = [f"b@{p.upper()}", f"c@{p}.", f'"d"@{p}', f"e@{p.capitalize()}"]
+    msgid = make_msgid(domain="bad.test")
+    t = outbound(
+        lab, lookalikes + listed, head(f"dr.martin@{lab.local}", "x", msgid) + b"\r\nb\r\n", utf8=True
+    )
+    for rcpt in lookalikes:
+        assert t.rcpt[rcpt].code == 550 and "(reason recipient-not-in-trust-space;" in t.rcpt[rcpt].text, rcpt
+        assert refused_reason(lab, rcpt) == "recipient-not-in-trust-space"
+    assert all(t.rcpt[r].code == 250 for r in listed), t
+    assert t.delivered, t
+    [record] = [r for r in journal(lab, "accepted") if r.get("queue_id") == t.queue_id]
+    assert len(record["rcpts"]) == len(listed)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("sender_of", "code", "reason"),
+    [
+        (lambda lab: f"x@{lab.peer}.evil.example", 550, "sender-domain-not-listed"),
+        (lambda lab: f"x@EVIL{lab.peer}", 550, "sender-domain-not-listed"),
+        (lambda lab: f"x@{lab.other}", 550, "peer-cn-not-listed-for-domain"),
+        (lambda lab: f"x@{lab.local}", 550, "sender-domain-local"),
+        (lambda lab: f"x@{lab.local.upper()}.", 550, "sender-domain-local"),
+        (lambda lab: f'"x y"@{lab.peer}', 550, "bad-address"),
+        (lambda lab: f"x@{lab.peer.upper()}", 250, None),
+        (lambda lab: f"x@{lab.peer}.", 250, None),
+    ],
+    ids=["suffix", "prefix-case", "other-listed-domain", "local", "local-case-dot", "quoted-space",
+         "control-case", "control-trailing-dot"],
+)  # fmt: skip
+def test_trust6_lookalike_senders_from_a_verified_peer(lab: MilterLab, sender_of, code: int, reason) -> None:  # type: ignore[no-untyped-def]
+    """TRUST-6: the peer's certificate only vouches for its own domain, however the name is spelled."""
+    sender = sender_of(lab)
+    msgid = make_msgid(domain="bad.test")
+    t = inbound(lab, head(sender, f"dr.martin@{lab.local}", msgid) + b"\r\nb\r\n", sender=sender)
+    assert t.mail is not None and t.mail.code == code, t
+    if reason is None:
+        assert t.delivered, t
+        return
+    assert f"(reason {reason};" in t.mail.text
+    ref = t.mail.text.split("journal ref ")[1].rstrip(")")
+    [record] = [r for r in lab.records() if r["record_id"] == ref]
+    assert record["type"] == "refused" and record["reason"] == reason
+
+
+@pytest.mark.parametrize(
+    ("rcpt_of", "code", "reason"),
+    [
+        (lambda lab: f'"dr.martin"@{lab.local}', 550, "recipient-unknown"),  # local parts match exactly
+        (lambda lab: f"DR.MARTIN@{lab.local}", 550, "recipient-unknown"),
+        (lambda lab: f"nobody@{lab.local}", 550, "rejected-by-mta"),  # Postfix's own 5.1.1, journaled
+        (lambda lab: f"dr.martin@{lab.peer}", 554, "rejected-by-mta"),  # Postfix: relay access denied
+        (lambda lab: f"dr.martin@{lab.local.upper()}", 250, None),
+        (lambda lab: f"dr.martin@{lab.local}.", 250, None),
+    ],
+    ids=["quoted-local", "local-case", "unknown", "not-local", "control-domain-case", "control-trailing-dot"],
+)
+def test_trust6_local_recipient_spellings(lab: MilterLab, rcpt_of, code: int, reason) -> None:  # type: ignore[no-untyped-def]
+    """TRUST-6: inbound mail reaches existing local mailboxes only, compared as documented."""
+    rcpt = rcpt_of(lab)
+    msgid = make_msgid(domain="bad.test")
+    t = inbound(lab, head(f"dr.durand@{lab.peer}", rcpt, msgid) + b"\r\nb\r\n", rcpts=[rcpt])
+    assert t.rcpt[rcpt].code == code, t
+    if reason is None:
+        assert t.delivered, t
+        return
+    if reason != "rejected-by-mta":
+        assert f"(reason {reason};" in t.rcpt[rcpt].text
+    wait_until(lambda: refused_reason(lab, rcpt) == reason, 10, f"refused record with reason {reason}")
+
+
+def test_trace1_thousand_recipients_one_record_all_delivered(lab: MilterLab) -> None:
+    """TRACE-1: 1,000 recipients (Postfix's smtpd_recipient_limit) in one accepted record, all delivered;
+    the 1,001st is deferred by Postfix."""
+    rcpts = [f"r{n}@{lab.peer}" for n in range(1001)]
+    msgid = make_msgid(domain="bad.test")
+    t = outbound(lab, rcpts, head(f"dr.martin@{lab.local}", rcpts[0], msgid) + b"Subject: many\r\n\r\nb\r\n")
+    assert all(t.rcpt[r].code == 250 for r in rcpts[:1000]), t.rcpt[rcpts[0]]
+    assert t.rcpt[rcpts[1000]].code == 452, t.rcpt[rcpts[1000]]
+    assert t.delivered, t
+    [record] = [r for r in journal(lab, "accepted") if r.get("queue_id") == t.queue_id]
+    assert sorted(r["address"] for r in record["rcpts"]) == sorted(rcpts[:1000])  # type: ignore[union-attr]
+
+    def all_there() -> bool:
+        return sum(len(m.rcpt_tos) for m in lab.received(msgid)) >= 1000
+
+    wait_until(all_there, 60, "1,000 recipients at the sink")
