@@ -84,9 +84,9 @@ _SERIES = (
     # Not in metrics.md: exported by the delivery tracker (journal appends failing, their backlog).
     _s("mssante_delivery_journal_errors_total", "counter", DELIVERY),
     _s("mssante_delivery_pending_records", "gauge", DELIVERY),
-    # Not in metrics.md, planned: delivery attempts to trust-space peers that failed in TLS
-    # (handshake, certificate verification, CN match). Asked of the delivery tracker.
-    _s("mssante_delivery_tls_failures_total", "counter", DELIVERY, True),
+    # Not in metrics.md: delivery attempts to trust-space peers that failed in TLS
+    # (handshake, certificate verification, CN match), read from Postfix's deferral texts.
+    _s("mssante_delivery_tls_failures_total", "counter", DELIVERY),
     _s("mssante_certificate_not_after_timestamp_seconds", "gauge", CERTCHECK, certificate=CERTIFICATES),
     _s("mssante_crl_next_update_timestamp_seconds", "gauge", CERTCHECK, ca=DYNAMIC),
     _s("mssante_crl_last_refresh_timestamp_seconds", "gauge", CERTCHECK, ca=DYNAMIC),
