@@ -15,7 +15,7 @@ def milter_main(settings, endpoint):
         value = " ".join(macros) if isinstance(macros, list) else str(macros)
         entries.append({"name": name, "value": value})
     options = [f"{k}={v}" for k, v in settings.get("smtpd_milter", {}).items()]
-    entries.append({"name": "smtpd_milters", "value": "{ " + ", ".join([endpoint] + options) + " }"})
+    entries.append({"name": "smtpd_milters", "value": "{ " + ", ".join([endpoint, *options]) + " }"})
     return entries
 
 

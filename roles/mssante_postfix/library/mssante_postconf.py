@@ -22,16 +22,53 @@ description:
   - Optionally removes an instance's claims on domains (mydestination, relay_domains,
     virtual_*_domains entries and keys of map files inside the configuration directory).
 options:
-  config_dir: {description: Live configuration directory., type: path, required: true}
-  dest_dir: {description: Where the result is written; a staging directory is emptied first., type: path}
-  main_base: {description: C(existing) edits the live main.cf; C(empty) starts from Postfix defaults., type: str, default: existing, choices: [existing, empty]}
-  master_base: {description: As O(main_base) for master.cf., type: str, default: existing, choices: [existing, empty]}
-  header: {description: Comment written at the top of a file built from an empty base., type: str, default: ""}
-  main: {description: "main.cf settings: name, value, state (present/absent).", type: list, elements: dict, default: []}
-  master: {description: "master.cf entries: name (service/type) or service and type, private, unpriv, chroot, wakeup, maxproc, command, args, state.", type: list, elements: dict, default: []}
-  files: {description: "Other files of the directory: name, content, postmap (map type or null), state.", type: list, elements: dict, default: []}
-  remove_domain_claims: {description: Domains this instance must no longer claim., type: list, elements: str, default: []}
-  claim_parameters: {description: Parameters whose entries and map keys are claims., type: list, elements: str}
+  config_dir:
+    description: Live configuration directory.
+    type: path
+    required: true
+  dest_dir:
+    description: Where the result is written; a staging directory is emptied first.
+    type: path
+  main_base:
+    description: C(existing) edits the live main.cf; C(empty) starts from Postfix defaults.
+    type: str
+    default: existing
+    choices: [existing, empty]
+  master_base:
+    description: As O(main_base), for master.cf.
+    type: str
+    default: existing
+    choices: [existing, empty]
+  header:
+    description: Comment written at the top of a file built from an empty base.
+    type: str
+    default: ""
+  main:
+    description: "main.cf settings: name, value, state (present/absent)."
+    type: list
+    elements: dict
+    default: []
+  master:
+    description: >-
+      master.cf entries: name (service/type) or service and type, private, unpriv, chroot,
+      wakeup, maxproc, command, args, state.
+    type: list
+    elements: dict
+    default: []
+  files:
+    description: "Other files of the directory: name, content, postmap (map type or null), state."
+    type: list
+    elements: dict
+    default: []
+  remove_domain_claims:
+    description: Domains this instance must no longer claim.
+    type: list
+    elements: str
+    default: []
+  claim_parameters:
+    description: Parameters whose entries and map keys are claims.
+    type: list
+    elements: str
 author: MSSanté appliance
 """
 
@@ -47,7 +84,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-changed_files: {description: Files (relative names) whose desired content differs from the live one., type: list, returned: always}
+changed_files:
+  description: Files (relative names) whose desired content differs from the live one.
+  type: list
+  returned: always
 postmap: {description: "Maps to rebuild after a swap: {name, type}.", type: list, returned: always}
 claims: {description: Claims found and removed (parameter, entries, maps)., type: list, returned: always}
 warnings_found: {description: Claims that could not be removed automatically., type: list, returned: always}
@@ -82,7 +122,7 @@ def _read(path):
 
 
 def _postconf(module, scratch, args):
-    cmd = [module.get_bin_path("postconf", required=True), "-c", scratch] + args
+    cmd = [module.get_bin_path("postconf", required=True), "-c", scratch, *args]
     rc, out, err = module.run_command(cmd, environ_update={"LC_ALL": "C"})
     if rc != 0:
         module.fail_json(msg="postconf failed", cmd=cmd, stdout=out, stderr=err)
@@ -129,9 +169,9 @@ def _apply_main(module, scratch, params):
         else:
             present.append(f"{item['name']}={_yesno(item.get('value'))}")
     if present:
-        _postconf(module, scratch, ["-e"] + present)
+        _postconf(module, scratch, ["-e", *present])
     if absent:
-        _postconf(module, scratch, ["-X"] + absent)
+        _postconf(module, scratch, ["-X", *absent])
 
 
 def _apply_master(module, scratch, params):
@@ -188,7 +228,7 @@ def _remove_claims(module, scratch, params, files, postmaps):
             kind, _, path = item.partition(":")
             if not path or kind not in MAP_TYPES:
                 continue
-            map_claims = _claim_map(config_dir, kind, path, domains, files, postmaps)
+            map_claims = _claim_map(config_dir, kind, path, domains=domains, files=files, postmaps=postmaps)
             if map_claims is None:
                 warnings.append(f"{name}: {item} is outside {config_dir}; check it by hand")
             elif map_claims:
@@ -200,7 +240,7 @@ def _remove_claims(module, scratch, params, files, postmaps):
     return claims, warnings
 
 
-def _claim_map(config_dir, kind, path, domains, files, postmaps):
+def _claim_map(config_dir, kind, path, *, domains, files, postmaps):
     real = os.path.realpath(path)
     if os.path.dirname(real) != config_dir:
         return None if os.path.exists(real) else []

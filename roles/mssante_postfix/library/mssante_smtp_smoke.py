@@ -25,11 +25,16 @@ options:
   helo: {description: EHLO name., type: str, default: smoke.invalid}
   mail_from: {description: Envelope sender (empty for the null sender)., type: str, default: ""}
   rcpt_to: {description: Envelope recipient., type: str, required: true}
-  ca_file: {description: Trust anchors to verify the server certificate; no verification when unset., type: path}
+  ca_file:
+    description: Trust anchors to verify the server certificate; no verification when unset.
+    type: path
   client_cert: {description: Client certificate presented after STARTTLS., type: path}
   client_key: {description: Its key., type: path}
   timeout: {description: Seconds per step., type: float, default: 20}
-  retries: {description: Connection attempts while the listener comes up (one per second)., type: int, default: 10}
+  retries:
+    description: Connection attempts while the listener comes up (one per second).
+    type: int
+    default: 10
 author: MSSanté appliance
 """
 
@@ -85,35 +90,46 @@ def _context(params):
     return context
 
 
+class _Failed(Exception):
+    """A step got an unexpected answer (recorded in the steps)."""
+
+
+def _expect(steps, name, reply, wanted):
+    if _step(steps, name, *reply) != wanted:
+        raise _Failed(name)
+
+
+def _transaction(client, params, steps):
+    """MAIL, RCPT (a 5xx policy refusal ends the transaction: alive), RSET."""
+    verdict = "alive"
+    for name, cmd in (
+        ("MAIL", f"MAIL FROM:<{params['mail_from']}>"),
+        ("RCPT", f"RCPT TO:<{params['rcpt_to']}>"),
+    ):
+        code = _step(steps, name, *client.docmd(cmd))
+        if 500 <= code < 600:
+            verdict = "policy"
+            break
+        if not 200 <= code < 300:
+            raise _Failed(name)
+    _expect(steps, "RSET", client.rset(), 250)
+    return verdict
+
+
 def run(params):
     steps = []
     client, code, text = _connect(params)
     try:
-        if _step(steps, "banner", code, text) != 220:
-            return steps, "failed"
-        if _step(steps, "EHLO", *client.ehlo(params["helo"])) != 250:
-            return steps, "failed"
+        _expect(steps, "banner", (code, text), 220)
+        _expect(steps, "EHLO", client.ehlo(params["helo"]), 250)
         if params["starttls"]:
-            code, text = client.starttls(context=_context(params))
-            if _step(steps, "STARTTLS", code, text) != 220:
-                return steps, "failed"
-            if _step(steps, "EHLO", *client.ehlo(params["helo"])) != 250:
-                return steps, "failed"
-        verdict = "alive"
-        for name, cmd in (
-            ("MAIL", f"MAIL FROM:<{params['mail_from']}>"),
-            ("RCPT", f"RCPT TO:<{params['rcpt_to']}>"),
-        ):
-            code = _step(steps, name, *client.docmd(cmd))
-            if 500 <= code < 600:
-                verdict = "policy"
-                break
-            if not 200 <= code < 300:
-                return steps, "failed"
-        if _step(steps, "RSET", *client.rset()) != 250:
-            return steps, "failed"
+            _expect(steps, "STARTTLS", client.starttls(context=_context(params)), 220)
+            _expect(steps, "EHLO", client.ehlo(params["helo"]), 250)
+        verdict = _transaction(client, params, steps)
         client.quit()
         return steps, verdict
+    except _Failed:
+        return steps, "failed"
     finally:
         client.close()
 
@@ -139,7 +155,9 @@ def main():
     try:
         steps, verdict = run(module.params)
     except smtplib.SMTPResponseException as exc:
-        error = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        error = exc.smtp_error
+        if isinstance(error, bytes):
+            error = error.decode("utf-8", "replace")
         module.fail_json(msg=f"SMTP smoke test failed: {exc.smtp_code} {error}", verdict="failed", steps=[])
     except (TimeoutError, OSError, smtplib.SMTPException, ssl.SSLError, ConnectionError) as exc:
         module.fail_json(msg=f"SMTP smoke test failed: {exc}", verdict="failed", steps=[])

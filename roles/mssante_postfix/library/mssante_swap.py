@@ -22,12 +22,31 @@ description:
   - With O(state=restore), puts back every file of the manifest in O(backup_dir), byte for byte
     (a file that did not exist is removed), and checks each digest.
 options:
-  state: {description: swap or restore., type: str, default: swap, choices: [swap, restore]}
-  live_dir: {description: Live configuration directory (swap)., type: path}
-  stage_dir: {description: Staging directory holding the new files (swap)., type: path}
-  files: {description: Names relative to O(live_dir) to swap., type: list, elements: str, default: []}
-  maps: {description: Names among O(files) that are Postfix maps with compiled companions., type: list, elements: str, default: []}
-  backup_dir: {description: Backup directory for this instance and run., type: path, required: true}
+  state:
+    description: swap or restore.
+    type: str
+    default: swap
+    choices: [swap, restore]
+  live_dir:
+    description: Live configuration directory (swap).
+    type: path
+  stage_dir:
+    description: Staging directory holding the new files (swap).
+    type: path
+  files:
+    description: Names relative to O(live_dir) to swap.
+    type: list
+    elements: str
+    default: []
+  maps:
+    description: Names among O(files) that are Postfix maps with compiled companions.
+    type: list
+    elements: str
+    default: []
+  backup_dir:
+    description: Backup directory for this instance and run.
+    type: path
+    required: true
 author: MSSanté appliance
 """
 
