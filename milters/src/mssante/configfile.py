@@ -71,3 +71,21 @@ def section(document: Mapping[str, Any], name: str, problems: Problems) -> Mappi
         problems.add(name, "must be a mapping")
         return {}
     return value
+
+
+def absolute_path(value: object, where: str, problems: Problems) -> Path | None:
+    """``value`` as an absolute path; ``None`` (absent, or a problem added) otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        problems.add(where, "must be an absolute path")
+        return None
+    return Path(value)
+
+
+def positive_number(value: object, where: str, default: float, problems: Problems) -> float:
+    """``value`` as a positive number; ``default`` (and a problem) when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        problems.add(where, "must be a positive number")
+        return default
+    return float(value)

@@ -13,7 +13,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from mssante.configfile import DEFAULT_CONFIG_PATH, ConfigError, Problems, load_document, section
+from mssante.configfile import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    Problems,
+    absolute_path,
+    load_document,
+    positive_number,
+    section,
+)
 from mssante.delivery.daemon import DeliveryDaemon, DeliverySettings
 from mssante.delivery.metrics import DeliveryMetrics
 from mssante.journal import config as journal_config
@@ -22,21 +30,11 @@ log = logging.getLogger("mssante.delivery")
 
 
 def _path(data: Mapping[str, Any], key: str, default: str | None, problems: Problems) -> Path | None:
-    value = data.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith("/"):
-        problems.add(f"delivery.{key}", "must be an absolute path")
-        return None
-    return Path(value)
+    return absolute_path(data.get(key, default), f"delivery.{key}", problems)
 
 
 def _seconds(data: Mapping[str, Any], key: str, default: float, problems: Problems) -> float:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        problems.add(f"delivery.{key}", "must be a positive number of seconds")
-        return default
-    return float(value)
+    return positive_number(data.get(key, default), f"delivery.{key}", default, problems)
 
 
 def load_settings(path: Path) -> DeliverySettings:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mssante.configfile import Problems, load_document, section
+from mssante.configfile import Problems, absolute_path, load_document, positive_number, section
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9742"
 
@@ -39,21 +39,11 @@ class JournalSettings:
 
 
 def _path(data: Mapping[str, Any], key: str, problems: Problems, default: str | None = None) -> Path | None:
-    value = data.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith("/"):
-        problems.add(f"journal.{key}", "must be an absolute path")
-        return None
-    return Path(value)
+    return absolute_path(data.get(key, default), f"journal.{key}", problems)
 
 
 def _number(data: Mapping[str, Any], key: str, default: float, problems: Problems) -> float:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        problems.add(f"journal.{key}", "must be a positive number")
-        return default
-    return float(value)
+    return positive_number(data.get(key, default), f"journal.{key}", default, problems)
 
 
 def load(path: Path | str) -> JournalSettings:

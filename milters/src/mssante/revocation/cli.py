@@ -24,7 +24,14 @@ from cryptography import x509
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from mssante.certcheck.check import load_crl
-from mssante.configfile import DEFAULT_CONFIG_PATH, ConfigError, Problems, load_document, section
+from mssante.configfile import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    Problems,
+    absolute_path,
+    load_document,
+    section,
+)
 from mssante.revocation import crls as crl_mod
 from mssante.revocation.denylist import revoked, write_map
 from mssante.revocation.learned import LearnedStore, probe
@@ -48,10 +55,10 @@ class RevocationSettings:
 
 
 def _abs(value: object, where: str, problems: Problems) -> Path | None:
-    if not isinstance(value, str) or not value.startswith("/"):
+    path = absolute_path(value, where, problems)
+    if path is None and value is None:
         problems.add(where, "must be an absolute path")
-        return None
-    return Path(value)
+    return path
 
 
 def _downloads(raw: object, problems: Problems) -> tuple[crl_mod.CrlDownload, ...]:
