@@ -30,7 +30,7 @@ MSSANTE_PARAMETERS = [
     "smtpd_forbid_bare_newline", "smtpd_forbid_bare_newline_exclusions", "enable_long_queue_ids",
     "authorized_submit_users", "smtpd_sender_login_maps", "smtpd_sender_restrictions",
     "smtpd_recipient_restrictions", "smtpd_relay_restrictions", "smtpd_client_restrictions",
-    "smtpd_tls_fingerprint_digest", "header_checks", "body_checks", "smtp_header_checks",
+    "smtpd_tls_fingerprint_digest", "inet_interfaces", "header_checks", "body_checks", "smtp_header_checks",
     "smtp_body_checks", "virtual_alias_maps", "sender_bcc_maps", "recipient_bcc_maps", "always_bcc",
 ]
 ORDINARY_CLAIMS = ["mydestination", "virtual_mailbox_domains", "virtual_alias_domains", "relay_domains"]
@@ -63,11 +63,11 @@ def _listed_sample(index: Any) -> Optional[str]:
     return None
 
 
-def _listeners(services: List[Any], extra: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def _listeners(services: List[Any], interfaces: str, extra: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     found = []
     for service in services:
         if service.kind == "inet" and service.command == "smtpd" and service.port in (25, 587):
-            found.append({"protocol": "smtp", "host": service.host, "port": service.port})
+            found.append({"protocol": "smtp", "host": service.host(interfaces), "port": service.port})
     found += [dict(item) for item in extra]
     return found
 
@@ -105,7 +105,7 @@ def gather(params: Dict[str, Any]) -> Dict[str, Any]:
     }
     facts["listeners"] = [
         probe_listener(item["protocol"], item["host"], int(item["port"]))
-        for item in _listeners(services, params["extra_listeners"])
+        for item in _listeners(services, mssante.get("inet_interfaces", ""), params["extra_listeners"])
     ]
     served = {x["default"]["cert_der_hex"] for x in facts["listeners"] if x["default"]["cert_der_hex"]}
     facts["served_certificates"] = [certificate_facts(der, params["igc_chain"]) for der in sorted(served)]

@@ -63,10 +63,15 @@ class Service:
         named = {"smtp": 25, "submission": 587, "smtps": 465, "submissions": 465}
         return int(tail) if tail.isdigit() else named.get(tail)
 
-    @property
-    def host(self) -> str:
+    def host(self, inet_interfaces: str = "") -> str:
+        """The address to reach: the one in the service name, else the instance's first interface."""
         host = self.endpoint.rpartition(":")[0] if ":" in self.endpoint else ""
-        return host.strip("[]") or "127.0.0.1"
+        if host:
+            return host.strip("[]")
+        first = inet_interfaces.replace(",", " ").split()[:1]
+        if first and first[0] not in ("all", "loopback-only", "localhost"):
+            return first[0].strip("[]")
+        return "127.0.0.1"
 
 
 def master_services(config_dir: str) -> List[Service]:
