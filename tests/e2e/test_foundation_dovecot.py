@@ -84,7 +84,7 @@ def test_lmtp_refuses_unknown_recipient(dovecot_factory: DovecotFactory) -> None
 
 
 @pytest.mark.parametrize("password,accepted", [(PASSWORD, True), ("wrong", False)], ids=["right", "wrong"])
-def test_postfix_sasl_through_dovecot_auth_socket(  # noqa: PLR0917 (fixtures)
+def test_postfix_sasl_through_dovecot_auth_socket(
     pki: Pki,
     dovecot_factory: DovecotFactory,
     postfix_factory: PostfixFactory,
