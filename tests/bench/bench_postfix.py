@@ -48,7 +48,7 @@ from mssante.lab.pki import Pki, ensure_pki
 
 REPO = Path(__file__).resolve().parents[2]
 MESSAGES = 2000
-SESSIONS = 10
+SESSIONS = 20  # parallel SMTP sessions: Postfix's default_destination_concurrency_limit
 SIZE = 2048  # octets of body per message
 STAGE_METRIC = "mssante_milter_stage_duration_seconds"
 _SENT = re.compile(r"status=sent")
