@@ -238,7 +238,8 @@ def _sender(load: Load) -> None:
 
 # ---- the faults -------------------------------------------------------------------------------------
 def kill_milter(lab: SupervisedLab) -> str:
-    old = lab.pid("milter")
+    old = wait_until(lambda: lab.running("milter"), 30, "the milter running")
+    assert old > 1  # never kill(0) or kill(-1): a real pid from supervisord only
     os.kill(old, signal.SIGKILL)
     wait_until(lambda: lab.running("milter", other_than=old), 30, "the milter restarted by supervisord")
     return f"milter {old} killed, restarted as {lab.pid('milter')}"
