@@ -47,12 +47,19 @@ def _fold(text: str) -> str:
     return text.casefold()
 
 
+# Full stops that IDNA's label splitting also accepts; Postfix only splits on ".".
+_OTHER_DOTS = frozenset("\u3002\uff0e\uff61")
+
+
 def normalise_domain(domain: str) -> str | None:
     """Return the lower-case A-label of ``domain``, or None when it is not a usable name.
 
-    A trailing dot, an empty label or a name that is not valid IDNA 2008 gives None.
+    A trailing dot, an empty label or a name that is not valid IDNA 2008 gives None. No UTS46
+    mapping: a spelling that only *maps* to a listed name (fullwidth letters, an ideographic full
+    stop, a zero-width space, a soft hyphen) is another string for Postfix, which routes by the
+    literal name, so it must not be taken for the listed domain (TRUST-7).
     """
-    if not domain or domain.endswith(".") or len(domain) > 1024:
+    if not domain or domain.endswith(".") or len(domain) > 1024 or _OTHER_DOTS.intersection(domain):
         return None
     if domain.isascii():
         name = domain.lower()
@@ -60,7 +67,7 @@ def normalise_domain(domain: str) -> str | None:
             return None
         return name
     try:
-        return idna.encode(domain, uts46=True).decode("ascii").lower()
+        return idna.encode(domain.lower(), uts46=False).decode("ascii").lower()
     except (idna.IDNAError, UnicodeError, ValueError):
         return None
 
