@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from mssante.journal.cli import serve_until
 from mssante.journal.client import JournalClient, JournalUnavailable
 from mssante.journal.server import JournalServer
 from mssante.journal.store import Store
@@ -38,3 +40,28 @@ def test_trace2_a_failed_write_is_unavailable_until_restart(
         assert registry.get_sample_value("mssante_journal_records_total", {"type": "accepted"}) == 1.0
     finally:
         server.stop()
+
+
+def test_trace2_the_owner_exits_after_a_failed_write_so_its_supervisor_restarts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = make_journal(tmp_path, 1)
+    server = JournalServer(journal, tmp_path / "j.sock", CollectorRegistry())
+    server.start()
+    done = threading.Event()
+    exit_code: list[int] = []
+    serving = threading.Thread(target=lambda: exit_code.append(serve_until(server, done, poll=0.05)))
+    serving.start()
+    client = JournalClient(tmp_path / "j.sock")
+    client.append(accepted(1))
+    assert serving.is_alive()  # control: a good write keeps it serving
+
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Store, "append", disk_full)
+    with pytest.raises(JournalUnavailable):
+        client.append(accepted(2))
+    serving.join(timeout=10)
+    assert exit_code == [1]  # non-zero: systemd (Restart=always) or supervisord starts it again
+    assert not (tmp_path / "j.sock").exists()

@@ -30,6 +30,7 @@ from mssante.journal.store import Store, StoreError
 from mssante.journal.verify import verify_directory, write_status
 
 USAGE, FAILED = 2, 1
+log = logging.getLogger("mssante.journal")
 
 
 def _settings(args: argparse.Namespace) -> JournalSettings:
@@ -89,9 +90,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     print(f"ready {settings.socket}", flush=True)
-    done.wait()
+    return serve_until(server, done)
+
+
+def serve_until(server: JournalServer, done: threading.Event, poll: float = 0.5) -> int:
+    """Serve until stopped (exit 0) or until a write fails (exit 1): a failed write may have left a
+    partial record, which only the recovery at start cuts cleanly, so the owner exits and lets its
+    supervisor (systemd or supervisord) start it again; appends fail (the milter answers 4xx) meanwhile."""
+    while not done.wait(poll):
+        if server.broken is not None:
+            log.error("journal: exiting after a write failure, to recover at the next start")
+            break
     server.stop()
-    return 0
+    return FAILED if server.broken is not None else 0
 
 
 def _trusted(args: argparse.Namespace) -> VerifierKey | None:
