@@ -10,11 +10,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = (REPO / "docs" / "requirements.md").read_text(encoding="utf-8")
-REQUIREMENTS = REPO.parent / "shared" / "mssante" / "requirements.md"
+# The steering repository's requirements (shared/ beside the checkout, as in CI), else the copy kept in
+# tests/data (a clone on its own).
+SHARED = REPO.parent / "shared" / "mssante" / "requirements.md"
+REQUIREMENTS = SHARED if SHARED.exists() else REPO / "tests" / "data" / "requirements.md"
 
 
 def _ids_of_requirements() -> set[str]:
-    text = REQUIREMENTS.read_text(encoding="utf-8")  # shared/ lies beside the checkout (CI copies it too)
+    text = REQUIREMENTS.read_text(encoding="utf-8")
     return set(re.findall(r"^\| ([A-Z]+-\d+) \|", text, re.M))
 
 
