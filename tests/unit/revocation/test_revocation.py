@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import ssl
 import subprocess
 import threading
@@ -16,7 +17,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from tests.support.common import free_port, random_loopback
 
+from mssante.configfile import ConfigError
 from mssante.lab.pki import Pki
+from mssante.revocation.cli import load_settings
+from mssante.revocation.cli import main as cli_main
 from mssante.revocation.crls import CrlDownload, RefreshOutcome, refresh
 from mssante.revocation.denylist import REJECT_TEXT, revoked, write_map
 from mssante.revocation.learned import LearnedStore, fingerprint, probe
@@ -89,7 +93,8 @@ def test_tls4_revoked_learned_certificate_denied_valid_one_with_same_cn_kept(
     assert [item.learned.fingerprint for item in found] == [fingerprint(_cert(pki.revoked.cert))]
     assert revoked(list(store), {}) == []  # control: without the CRL nothing is denied
 
-    path = write_map(tmp_path, found, None)
+    path = write_map(tmp_path / "ccert_access", found, None)
+    assert oct(path.stat().st_mode & 0o777) == oct(Path(f"{path}.db").stat().st_mode & 0o777) == "0o644"
 
     def lookup(cert: Path) -> str:
         key = fingerprint(_cert(cert))
@@ -129,3 +134,53 @@ def test_tls4_probe_learns_the_certificate_a_listed_operator_serves(
     assert fingerprint(cert) == fingerprint(_cert(pki.peer.cert))
     with pytest.raises(ssl.SSLError):  # control: a server outside the IGC chain teaches nothing
         probe(address, port, pki.foreign_ca.cert, timeout=10)
+
+
+def test_tls4_settings_name_the_learned_store_and_the_deny_list(tmp_path: Path) -> None:
+    """The role renders `learned_dir` and `deny_list`; without them both live under `dir`."""
+    config = tmp_path / "mssante.yml"
+    config.write_text(
+        "schema: 1\nrevocation:\n  dir: /srv/rev\n  deny_list: /srv/pf/ccert_access\n"
+        "  learned_dir: /srv/learned\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    assert (settings.map_path, settings.learned) == (Path("/srv/pf/ccert_access"), Path("/srv/learned"))
+    config.write_text("schema: 1\nrevocation:\n  dir: /srv/rev\n", encoding="utf-8")
+    settings = load_settings(config)
+    assert (settings.map_path, settings.learned) == (Path("/srv/rev/ccert_access"), Path("/srv/rev/learned"))
+    config.write_text("schema: 1\nrevocation:\n  deny_list: relative/map\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert any("revocation.deny_list" in problem for problem in refused.value.problems)
+
+
+def test_tls4_seed_then_build_denies_the_seeded_certificate(pki: Pki, tmp_path: Path) -> None:
+    """The lab's entry point: `learn --seed CERT --cn CN` (a certificate the peer served earlier), then
+    `build`; the deny-list is written even though no Postfix instance exists yet (private postmap)."""
+    config = tmp_path / "mssante.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "revocation": {
+                    "dir": str(tmp_path / "rev"),
+                    "probe": False,
+                    "crls": [{"ca": "igc_org", "url": str(pki.intermediate.crl), "issuer": str(pki.chain)}],
+                    "postfix_config_dir": str(tmp_path / "no-instance-yet"),
+                    "textfile": str(tmp_path / "metrics" / "mssante_revocation.prom"),
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    (tmp_path / "metrics").mkdir()
+    seed = ["learn", "--config", str(config), "--seed", str(pki.revoked.cert), "--cn", pki.revoked.cn]
+    assert cli_main(seed) == 0
+    assert cli_main(["run", "--config", str(config)]) == 0
+    deny_list = (tmp_path / "rev" / "ccert_access").read_text(encoding="utf-8")
+    assert fingerprint(_cert(pki.revoked.cert)) in deny_list
+    assert fingerprint(_cert(pki.peer.cert)) not in deny_list  # control: the reissue is not denied
+    page = (tmp_path / "metrics" / "mssante_revocation.prom").read_text(encoding="utf-8")
+    assert "mssante_revocation_denied_certificates 1.0" in page
+    assert cli_main(["learn", "--config", str(config), "--seed", str(pki.peer.cert)]) == 2  # no --cn

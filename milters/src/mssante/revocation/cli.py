@@ -33,7 +33,7 @@ from mssante.configfile import (
     section,
 )
 from mssante.revocation import crls as crl_mod
-from mssante.revocation.denylist import revoked, write_map
+from mssante.revocation.denylist import MAP_NAME, revoked, write_map
 from mssante.revocation.learned import LearnedStore, probe
 
 log = logging.getLogger("mssante.revocation")
@@ -52,6 +52,21 @@ class RevocationSettings:
     probe_port: int = 25
     probe: bool = True
     textfile: Path | None = None
+    learned_dir: Path | None = None  # default: dir/learned
+    deny_list: Path | None = None  # default: dir/ccert_access (Postfix reads hash:<this>)
+
+    @property
+    def learned(self) -> Path:
+        return self.learned_dir or self.dir / "learned"
+
+    @property
+    def map_path(self) -> Path:
+        return self.deny_list or self.dir / MAP_NAME
+
+
+def _optional_path(data: Mapping[str, Any], key: str, problems: Problems) -> Path | None:
+    value = data.get(key)
+    return _abs(value, f"revocation.{key}", problems) if value else None
 
 
 def _abs(value: object, where: str, problems: Problems) -> Path | None:
@@ -87,7 +102,6 @@ def load_settings(path: Path) -> RevocationSettings:
     out_dir = str(trust.get("out_dir", "/var/lib/mssante/trustlist"))
     ca_file = data.get("ca_file", trust.get("ca_file", "/etc/mssante/tls/igc-sante-chain.pem"))
     postfix_dir = data.get("postfix_config_dir", "/etc/postfix-mssante")
-    textfile = data.get("textfile")
     settings = RevocationSettings(
         dir=_abs(data.get("dir", "/var/lib/mssante/revocation"), "revocation.dir", problems) or Path("/"),
         crls=_downloads(data.get("crls", []), problems),
@@ -100,7 +114,9 @@ def load_settings(path: Path) -> RevocationSettings:
         timeout_seconds=float(data.get("timeout_seconds", 30)),
         probe_port=int(data.get("probe_port", 25)),
         probe=bool(data.get("probe", True)),
-        textfile=_abs(textfile, "revocation.textfile", problems) if textfile else None,
+        textfile=_optional_path(data, "textfile", problems),
+        learned_dir=_optional_path(data, "learned_dir", problems),
+        deny_list=_optional_path(data, "deny_list", problems),
     )
     problems.raise_if_any()
     return settings
@@ -126,7 +142,7 @@ def _listed_cns(settings: RevocationSettings) -> set[str]:
 
 
 def learn(settings: RevocationSettings) -> int:
-    store, errors = LearnedStore(settings.dir / "learned"), 0
+    store, errors = LearnedStore(settings.learned), 0
     for cn in sorted(_listed_cns(settings)):
         try:
             cert = probe(cn, settings.probe_port, settings.ca_file, settings.timeout_seconds)
@@ -143,9 +159,9 @@ def build(settings: RevocationSettings, registry: CollectorRegistry | None = Non
     crl_dir = settings.dir / "crls"
     kept = {s.ca: load_crl(s.kept_path(crl_dir)) for s in settings.crls}
     usable: dict[str, x509.CertificateRevocationList] = {ca: c for ca, c in kept.items() if c is not None}
-    learned = list(LearnedStore(settings.dir / "learned"))
+    learned = list(LearnedStore(settings.learned))
     items = revoked(learned, usable)
-    write_map(settings.dir, items, settings.postfix_config_dir)
+    write_map(settings.map_path, items, settings.postfix_config_dir)
     try:
         listed = _listed_cns(settings)
     except Exception:
@@ -194,7 +210,7 @@ def _dispatch(args: argparse.Namespace, settings: RevocationSettings) -> int:
             print("--seed needs --cn", file=sys.stderr)
             return 2
         cert = x509.load_pem_x509_certificate(args.seed.read_bytes())
-        LearnedStore(settings.dir / "learned").add(cert, args.cn, "seed")
+        LearnedStore(settings.learned).add(cert, args.cn, "seed")
         return 0
     failures = 0
     if args.command in ("run", "refresh-crls"):

@@ -7,6 +7,7 @@ Stored one PEM file per certificate, named by its SHA-256 fingerprint, with a sm
 from __future__ import annotations
 
 import json
+import os
 import smtplib
 import ssl
 from collections.abc import Iterator
@@ -61,8 +62,17 @@ class LearnedStore:
             pem_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         tmp = self.directory / (INDEX + ".tmp")
         tmp.write_text(json.dumps(index, indent=1, sort_keys=True), encoding="utf-8")
+        self._owned_like_directory(pem_path, tmp)
         tmp.replace(self.directory / INDEX)
         return not known
+
+    def _owned_like_directory(self, *paths: Path) -> None:
+        """Run as root (an operator seeding by hand, the lab), leave the files to the job's user."""
+        if os.geteuid() != 0:
+            return
+        owner = self.directory.stat()
+        for path in paths:
+            os.chown(path, owner.st_uid, owner.st_gid)
 
     def __iter__(self) -> Iterator[tuple[Learned, x509.Certificate]]:
         for fp, entry in sorted(self._index().items()):
