@@ -1,38 +1,37 @@
-"""The Python-side roles run for real on a host made of a private mount namespace.
+"""The Python-side roles run for real on a test host (tests/support/hosts.py).
 
 `mssante`, `mssante_journal`, `mssante_trustlist` and `mssante_milter` are applied with the dev venv's
-ansible-playbook inside a mount namespace where the host paths they write (/etc/mssante,
-/var/lib/mssante, /run/mssante, /opt/mssante, /var/log/mssante, /etc/supervisor,
-/var/spool/postfix-mssante) are bind mounts of a temporary directory, so the roles use their default
-paths as on a real host and this machine's real directories are left alone. There is no systemd as
-PID 1 here, so `mssante_service_manager: auto` picks supervisor: the test checks that supervisord
-keeps the services up and restarts one killed with SIGKILL, and that a second run changes nothing.
-
-Known side effect on the machine running the test: the `mssante` system user and group are
-created in the real /etc/passwd and /etc/group (a mount namespace cannot isolate them).
+ansible-playbook inside a ``TestHost``: its own mount, network and UTS namespaces with copy-on-write
+/etc, /var/lib, /run, /opt, /var/log and /var/spool, so the roles use their default paths as on a
+real host (the `mssante` user and group included) and this machine is left alone. There is no
+systemd as PID 1 here, so `mssante_service_manager: auto` picks supervisor: the test checks that
+supervisord keeps the services up and restarts one killed with SIGKILL, and that a second run
+changes nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from tests.support.common import make_base_dir, remove_base_dir, tail, wait_until
+from tests.support.common import tail, wait_until
+from tests.support.hosts import TestHost
 
 pytestmark = pytest.mark.devonly
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_LIST = Path(__file__).resolve().parents[1] / "data" / "listeblanche-sample.xml"
-MOUNTS = (
+# The host paths the roles write (check mode must leave them as they were).
+WRITTEN = (
     "/etc/mssante",
     "/var/lib/mssante",
     "/run/mssante",
@@ -41,8 +40,8 @@ MOUNTS = (
     "/etc/supervisor",
     "/var/spool/postfix-mssante",
 )
-# The container's own supervisord configuration: Debian's, with its socket and pid file kept
-# inside the (bind-mounted) /etc/supervisor rather than the machine's shared /run.
+# The host's supervisord configuration: Debian's, with its socket and pid file kept in
+# /etc/supervisor and its logs in /var/log/mssante.
 SUPERVISORD_CONF = """\
 [unix_http_server]
 file=/etc/supervisor/supervisor.sock
@@ -64,89 +63,34 @@ files = /etc/supervisor/conf.d/*.conf
 """
 
 
-class Host:
-    """A mount namespace holding the bind mounts; commands run in it with nsenter."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.created: list[Path] = []
-        for target in MOUNTS:
-            source = base / "root" / target.lstrip("/")
-            source.mkdir(parents=True, exist_ok=True)
-            mountpoint = Path(target)
-            if not mountpoint.exists():
-                mountpoint.mkdir(parents=True)
-                self.created.append(mountpoint)
-        conf = base / "root/etc/supervisor"
-        (conf / "conf.d").mkdir(exist_ok=True)
-        (conf / "supervisord.conf").write_text(SUPERVISORD_CONF, encoding="utf-8")
-        script = "".join(f"mount --bind {base / 'root' / t.lstrip('/')} {t} && " for t in MOUNTS)
-        self.holder = subprocess.Popen(
-            [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                script + "echo ready && exec sleep 3600",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.holder.stdout is not None
-        line = self.holder.stdout.readline()
-        if line.strip() != "ready":
-            self.close()
-            raise RuntimeError("could not build the mount namespace")
-
-    def run(
-        self, argv: list[str], check: bool = True, timeout: float = 600, **env: str
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            ["nsenter", "-t", str(self.holder.pid), "-m", "--", *argv],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **env},
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{argv} exited {result.returncode}\n{tail(result.stdout)}\n{tail(result.stderr)}"
-            )
-        return result
-
-    def path(self, host_path: str) -> Path:
-        for target in MOUNTS:
-            if host_path == target or host_path.startswith(target + "/"):
-                return self.base / "root" / host_path.lstrip("/")
-        return Path(host_path)
-
-    def supervisorctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.run(
-            ["supervisorctl", "-c", "/etc/supervisor/supervisord.conf", *args], check=False, timeout=60
-        )
-
-    def close(self) -> None:
-        if self.holder.poll() is None:
-            self.supervisorctl("shutdown")
-            self.holder.kill()
-            self.holder.wait(timeout=30)
-        for mountpoint in reversed(self.created):
-            with contextlib.suppress(OSError):
-                mountpoint.rmdir()
-
-
 @pytest.fixture
-def host() -> Iterator[Host]:
-    base = make_base_dir("mssante-roles-")
-    h = Host(base)
-    try:
-        yield h
-    finally:
-        h.close()
-        remove_base_dir(base)
+def host(host_factory: Callable[[str], TestHost]) -> TestHost:
+    """A fresh test host whose supervisord (not started) uses SUPERVISORD_CONF."""
+    made = host_factory("roles")
+    conf = made.fs("/etc/supervisor")
+    (conf / "conf.d").mkdir(parents=True, exist_ok=True)
+    (conf / "supervisord.conf").write_text(SUPERVISORD_CONF, encoding="utf-8")
+    return made
+
+
+def supervisorctl(host: TestHost, *args: str) -> subprocess.CompletedProcess[str]:
+    return host.run(["supervisorctl", "-c", "/etc/supervisor/supervisord.conf", *args], check=False)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every entry under ``root``: a file's SHA-256, or its kind."""
+    if not root.exists():
+        return {}
+    result = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            result[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            result[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            result[rel] = "dir" if path.is_dir() else "special"
+    return result
 
 
 def _write_play(base: Path) -> tuple[Path, Path]:
@@ -206,17 +150,17 @@ def _write_play(base: Path) -> tuple[Path, Path]:
     return inventory, play
 
 
-def _playbook(host: Host, inventory: Path, play: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _playbook(host: TestHost, inventory: Path, play: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     bin_dir = Path(sys.executable).parent
-    return host.run(
-        [str(bin_dir / "ansible-playbook"), "-i", str(inventory), str(play), *extra],
-        check=False,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_STDOUT_CALLBACK="default",
-        ANSIBLE_NOCOLOR="1",
-        PATH=f"{bin_dir}:{os.environ['PATH']}",
-    )
+    env = {
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_STDOUT_CALLBACK": "default",
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+    argv = [str(bin_dir / "ansible-playbook"), "-i", str(inventory), str(play), *extra]
+    return host.run(argv, check=False, timeout=600, env=env)
 
 
 def _recap(output: str) -> dict[str, int]:
@@ -226,8 +170,8 @@ def _recap(output: str) -> dict[str, int]:
     raise AssertionError(f"no play recap in:\n{tail(output)}")
 
 
-def _status(host: Host) -> dict[str, tuple[str, int | None]]:
-    out = host.supervisorctl("status").stdout
+def _status(host: TestHost) -> dict[str, tuple[str, int | None]]:
+    out = supervisorctl(host, "status").stdout
     states: dict[str, tuple[str, int | None]] = {}
     for line in out.splitlines():
         parts = line.split()
@@ -238,9 +182,9 @@ def _status(host: Host) -> dict[str, tuple[str, int | None]]:
 
 
 @pytest.mark.timeout(1500)
-def test_python_roles_converge_run_services_and_are_idempotent(host: Host) -> None:
+def test_python_roles_converge_run_services_and_are_idempotent(host: TestHost, base_dir: Path) -> None:
     """The roles install the runtime, validate the config, keep services up; idempotent, check-safe."""
-    inventory, play = _write_play(host.base)
+    inventory, play = _write_play(base_dir)
     first = _playbook(host, inventory, play)
     assert first.returncode == 0, tail(first.stdout, 120) + tail(first.stderr)
 
@@ -257,22 +201,22 @@ def test_python_roles_converge_run_services_and_are_idempotent(host: Host) -> No
     assert "/usr/lib/python3/dist-packages/" in origin.stdout
 
     # The configuration is the contract of docs/configuration.md and passes check-config.
-    config = yaml.safe_load(host.path("/etc/mssante/mssante.yml").read_text(encoding="utf-8"))
+    config = yaml.safe_load(host.fs("/etc/mssante/mssante.yml").read_text(encoding="utf-8"))
     assert config["host_id"] == "test-host-1"
     assert config["trustlist"]["local_domains"] == ["hopital-exemple.mssante.fr"]
     assert config["milter"]["trustlist_dir"] == "/var/lib/mssante/trustlist/current"
     host.run([venv_python, "-m", "mssante.milter", "check-config", "/etc/mssante/mssante.yml"])
-    table = json.loads(host.path("/etc/mssante/mailboxes.json").read_text(encoding="utf-8"))
+    table = json.loads(host.fs("/etc/mssante/mailboxes.json").read_text(encoding="utf-8"))
     assert table["schema"] == 1
     assert [m["type"] for m in table["mailboxes"]] == ["PER", "APP"]
 
     # The journal key exists, private to the journal owner; the trust list is compiled.
-    key = host.path("/etc/mssante/journal/signing.key").stat()
+    key = host.fs("/etc/mssante/journal/signing.key").stat()
     assert oct(key.st_mode & 0o777) == "0o600"
-    assert host.path("/var/lib/mssante/trustlist/current").is_symlink()
-    assert (host.path("/var/lib/mssante/trustlist/current") / "index.json").exists() or (
-        host.path("/var/lib/mssante/trustlist")
-        / os.readlink(host.path("/var/lib/mssante/trustlist/current"))
+    assert host.fs("/var/lib/mssante/trustlist/current").is_symlink()
+    assert (host.fs("/var/lib/mssante/trustlist/current") / "index.json").exists() or (
+        host.fs("/var/lib/mssante/trustlist")
+        / os.readlink(host.fs("/var/lib/mssante/trustlist/current"))
         / "index.json"
     ).exists()
 
@@ -317,15 +261,14 @@ def test_python_roles_converge_run_services_and_are_idempotent(host: Host) -> No
 
 
 @pytest.mark.timeout(900)
-def test_python_roles_check_mode_on_a_fresh_host_changes_nothing(host: Host) -> None:
+def test_python_roles_check_mode_on_a_fresh_host_changes_nothing(host: TestHost, base_dir: Path) -> None:
     """`--check --diff` on a host never converted succeeds and writes nothing (design.md, principle 2)."""
-    inventory, play = _write_play(host.base)
+    inventory, play = _write_play(base_dir)
+    before = {target: snapshot(host.fs(target)) for target in WRITTEN}
+    assert before["/etc/mssante"] == {} and before["/opt/mssante"] == {}  # a fresh host
     check = _playbook(host, inventory, play, "--check", "--diff")
     assert check.returncode == 0, tail(check.stdout, 120) + tail(check.stderr)
     assert _recap(check.stdout)["changed"] > 0  # control: it did find what a real run would change
-    for target in MOUNTS:
-        written = sorted(str(p) for p in host.path(target).rglob("*"))
-        if target == "/etc/supervisor":
-            written = [p for p in written if not p.endswith(("/conf.d", "/supervisord.conf"))]
-        assert written == [], f"check mode wrote under {target}: {written}"
-    assert host.supervisorctl("pid").returncode != 0  # no supervisord was started
+    for target in WRITTEN:
+        assert snapshot(host.fs(target)) == before[target], f"check mode wrote under {target}"
+    assert supervisorctl(host, "pid").returncode != 0  # no supervisord was started
