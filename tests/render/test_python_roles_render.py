@@ -235,13 +235,33 @@ def _unit(text: str) -> dict[str, dict[str, list[str]]]:
     return sections
 
 
+# What role mssante_dovecot exports for the one list (its defaults, as a play holding both roles sees them).
+DOVECOT_DEFAULTS = REPO / "roles" / "mssante_dovecot" / "defaults" / "main.yml"
+
+
+def _with_dovecot(**overrides: Any) -> dict[str, Any]:
+    dovecot = yaml.safe_load(DOVECOT_DEFAULTS.read_text(encoding="utf-8"))
+    dovecot.update(
+        mssante_tls_cert="/etc/mssante/tls/operator.crt", mssante_tls_key="/etc/mssante/tls/operator.key"
+    )
+    return role_variables(**{**dovecot, **INVENTORY, **overrides})
+
+
 def _services() -> list[dict[str, Any]]:
-    variables = role_variables(**INVENTORY)
-    services: list[dict[str, Any]] = variables["mssante_services"]
+    variables = _with_dovecot()
+    services: list[dict[str, Any]] = variables["mssante_services_all"]
     return [{**variables, "mssante_service": service} for service in services]
 
 
-SERVICE_NAMES = ["mssante-journal", "mssante-journal-verify", "mssante-trustlist-refresh", "mssante-milter"]
+SERVICE_NAMES = [
+    "mssante-journal",
+    "mssante-journal-verify",
+    "mssante-trustlist-refresh",
+    "mssante-milter",
+    "mssante-revocation",
+    "mssante-activity",
+    "mssante-dovecot-crl-refresh",
+]
 
 
 def test_the_service_list_declares_the_services_and_jobs() -> None:
@@ -250,6 +270,84 @@ def test_the_service_list_declares_the_services_and_jobs() -> None:
     roles = {v["mssante_service"]["name"]: v["mssante_service"]["role"] for v in _services()}
     assert roles["mssante-milter"] == "mssante_milter"
     assert roles["mssante-trustlist-refresh"] == "mssante_trustlist"
+    assert roles["mssante-revocation"] == "mssante_trustlist"  # it probes the compiled list's CNs
+    assert roles["mssante-activity"] == roles["mssante-dovecot-crl-refresh"] == "mssante_dovecot"
+    # Without role mssante_dovecot in the play, the list is the role's own plus the local additions.
+    alone = role_variables(**INVENTORY, mssante_services_extra=[{"name": "local-job"}])
+    assert [s["name"] for s in alone["mssante_services_all"]] == [*SERVICE_NAMES[:-1], "local-job"]
+
+
+def test_tls4_revocation_job_runs_every_six_hours_and_writes_only_its_state() -> None:
+    """TLS-4: `mssante-revocation run` as mssante, no reload (Postfix re-reads a changed map)."""
+    [variables] = [v for v in _services() if v["mssante_service"]["name"] == "mssante-revocation"]
+    service = variables["mssante_service"]
+    assert service["command"] == [
+        "/opt/mssante/bin/mssante-revocation", "run", "--config", "/etc/mssante/mssante.yml"
+    ]  # fmt: skip
+    assert (service["user"], "on_success" in service) == ("mssante", False)
+    assert set(service["writable_paths"]) == {
+        "/var/lib/mssante/revocation", "/var/lib/mssante/revocation/learned", "/var/lib/mssante/metrics"
+    }  # fmt: skip
+    timer = _unit(render("etc/systemd/system/mssante.timer.j2", variables))
+    assert timer["Timer"]["OnCalendar"] == ["*-*-* 00/6:45:00"]
+    unit = _unit(render("etc/systemd/system/mssante.service.j2", variables))
+    assert unit["Service"]["User"] == ["mssante"] and unit["Service"]["CapabilityBoundingSet"] == [""]
+
+
+def test_trace4_activity_job_notifies_only_with_a_command() -> None:
+    """TRACE-4: `notify` with the configured command; without one, `report` (first sightings only)."""
+    [variables] = [v for v in _services() if v["mssante_service"]["name"] == "mssante-activity"]
+    argv = variables["mssante_service"]["command"]
+    assert argv[:4] == ["/opt/mssante/bin/python", "-m", "mssante.activity", "report"]
+    assert argv[argv.index("--last-login-dict") + 1] == "/var/vmail/mssante/last-login.dict"
+    assert "--notify-command" not in argv
+    notifying = _with_dovecot(mssante_activity_notify_command="/usr/local/sbin/notify-owner --fr")
+    [service] = [s for s in notifying["mssante_services_all"] if s["name"] == "mssante-activity"]
+    assert service["command"][3] == "notify"
+    assert service["command"][-2:] == ["--notify-command", "/usr/local/sbin/notify-owner --fr"]
+    unit = _unit(render("etc/systemd/system/mssante.service.j2", {**notifying, "mssante_service": service}))
+    # Root only to read the mail user's dictionary: that one capability, nothing else.
+    assert unit["Service"]["User"] == ["root"]
+    assert unit["Service"]["CapabilityBoundingSet"] == ["CAP_DAC_READ_SEARCH"]
+    assert unit["Service"]["ProtectSystem"] == ["strict"]
+
+
+def test_tls4_config_revocation_section_follows_the_variables(tmp_path: Path) -> None:
+    """TLS-4: the `revocation:` section, read back by `mssante-revocation` itself."""
+    crls = [{"ca": "igc_sante_org", "url": "http://crl.example/org.crl"}]
+    variables = role_variables(
+        **INVENTORY, mssante_revocation_crls=crls, mssante_trustlist_proxy="http://proxy.example:3128"
+    )
+    config = yaml.safe_load(render("etc/mssante/mssante.yml.j2", variables))
+    assert config["revocation"] == {
+        "dir": "/var/lib/mssante/revocation",
+        "learned_dir": "/var/lib/mssante/revocation/learned",
+        "deny_list": "/var/lib/mssante/revocation/ccert_access",
+        "crls": crls,
+        "ca_file": "/etc/mssante/tls/igc-sante-chain.pem",
+        "proxy": "http://proxy.example:3128",
+        "probe": True,
+        "probe_port": 25,
+        "timeout_seconds": 30,
+        "postfix_config_dir": "/etc/postfix-mssante",
+        "textfile": "/var/lib/mssante/metrics/mssante_revocation.prom",
+    }
+    path = tmp_path / "mssante.yml"
+    path.write_text(render("etc/mssante/mssante.yml.j2", variables), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "milters" / "src")}
+    code = "import sys; from mssante.revocation.cli import load_settings; s = load_settings(sys.argv[1]); "
+    code += "print(s.map_path, s.crls[0].issuer, s.proxy)"
+    read = subprocess.run(
+        [sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, check=False
+    )
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.split() == [
+        "/var/lib/mssante/revocation/ccert_access", "/etc/mssante/tls/igc-sante-chain.pem",
+        "http://proxy.example:3128",
+    ]  # fmt: skip
+    moved = role_variables(**INVENTORY, mssante_state_dir="/srv/mss")
+    config = yaml.safe_load(render("etc/mssante/mssante.yml.j2", moved))
+    assert config["revocation"]["deny_list"] == "/srv/mss/revocation/ccert_access"
 
 
 @pytest.mark.parametrize("variables", _services(), ids=SERVICE_NAMES)
@@ -419,9 +517,12 @@ def _render_units(tmp_path: Path) -> Path:
     units = tmp_path / "units"
     for directory in (venv / "bin", venv / "libexec", units):
         directory.mkdir(parents=True)
-    variables = role_variables(**INVENTORY, mssante_venv_dir=str(venv))
-    for service in variables["mssante_services"]:
-        for stub in (Path(service["command"][0]), venv / "libexec" / service["name"]):
+    variables = _with_dovecot(mssante_venv_dir=str(venv))
+    for service in variables["mssante_services_all"]:
+        stubs = [venv / "libexec" / service["name"]]
+        if service["command"][0].startswith(str(venv)):  # never write outside the temporary venv
+            stubs.append(Path(service["command"][0]))
+        for stub in stubs:
             stub.write_text("#!/bin/sh\n", encoding="utf-8")
             stub.chmod(0o755)
         context = {**variables, "mssante_service": service}

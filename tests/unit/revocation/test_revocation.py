@@ -146,9 +146,14 @@ def test_tls4_settings_name_the_learned_store_and_the_deny_list(tmp_path: Path) 
     )
     settings = load_settings(config)
     assert (settings.map_path, settings.learned) == (Path("/srv/pf/ccert_access"), Path("/srv/learned"))
-    config.write_text("schema: 1\nrevocation:\n  dir: /srv/rev\n", encoding="utf-8")
+    config.write_text(
+        "schema: 1\nrevocation:\n  dir: /srv/rev\n  ca_file: /srv/igc.pem\n"
+        "  crls: [{ca: igc_org, url: 'http://crl.example/org.crl'}]\n",
+        encoding="utf-8",
+    )
     settings = load_settings(config)
     assert (settings.map_path, settings.learned) == (Path("/srv/rev/ccert_access"), Path("/srv/rev/learned"))
+    assert [(c.ca, c.issuer) for c in settings.crls] == [("igc_org", Path("/srv/igc.pem"))]  # issuer default
     config.write_text("schema: 1\nrevocation:\n  deny_list: relative/map\n", encoding="utf-8")
     with pytest.raises(ConfigError) as refused:
         load_settings(config)

@@ -76,7 +76,8 @@ def _abs(value: object, where: str, problems: Problems) -> Path | None:
     return path
 
 
-def _downloads(raw: object, problems: Problems) -> tuple[crl_mod.CrlDownload, ...]:
+def _downloads(raw: object, ca_file: object, problems: Problems) -> tuple[crl_mod.CrlDownload, ...]:
+    """The CRL sources; a source without ``issuer`` is checked against ``ca_file`` (the IGC chain)."""
     if not isinstance(raw, list):
         problems.add("revocation.crls", "must be a list of {ca, url, issuer}")
         return ()
@@ -86,7 +87,8 @@ def _downloads(raw: object, problems: Problems) -> tuple[crl_mod.CrlDownload, ..
         if not isinstance(item, Mapping) or not _CA_LABEL.match(str(item.get("ca", ""))):
             problems.add(where, "needs ca: a lower-case label (a-z, 0-9, _), never a certificate name")
             continue
-        url, issuer = item.get("url"), _abs(item.get("issuer"), f"{where}.issuer", problems)
+        url = item.get("url")
+        issuer = _abs(item.get("issuer") or ca_file, f"{where}.issuer", problems)
         if not isinstance(url, str) or not url.startswith(("http://", "https://", "file://", "/")):
             problems.add(f"{where}.url", "must be an http(s) or file URL, or an absolute path")
         elif issuer is not None:
@@ -104,7 +106,7 @@ def load_settings(path: Path) -> RevocationSettings:
     postfix_dir = data.get("postfix_config_dir", "/etc/postfix-mssante")
     settings = RevocationSettings(
         dir=_abs(data.get("dir", "/var/lib/mssante/revocation"), "revocation.dir", problems) or Path("/"),
-        crls=_downloads(data.get("crls", []), problems),
+        crls=_downloads(data.get("crls", []), ca_file, problems),
         ca_file=_abs(ca_file, "revocation.ca_file", problems) or Path("/"),
         trustlist_dir=Path(out_dir) / "current",
         postfix_config_dir=_abs(postfix_dir, "revocation.postfix_config_dir", problems)
