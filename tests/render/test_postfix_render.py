@@ -70,6 +70,31 @@ def test_trust7_tls1_tls2_sealed_defaults_present() -> None:
     assert {"mssante/unix", "tlsproxy/unix", "postlog/unix-dgram"} <= master
 
 
+def test_tls4_port_25_applies_the_fingerprint_deny_list() -> None:
+    """TLS-4: SHA-256 certificate fingerprints looked up in the revocation deny-list on port 25 only;
+    port 587 keeps its own client restrictions (SASL or application certificate)."""
+    defaults = _defaults()
+    main = {e["name"]: e["value"] for e in defaults["mssante_postfix_main_default"]}
+    assert main["smtpd_tls_fingerprint_digest"] == "sha256"
+    assert main["smtpd_client_restrictions"] == (
+        "check_ccert_access hash:{{ mssante_postfix_ccert_access_map | trim }}"
+    )
+    assert "mssante_revocation_deny_list" in defaults["mssante_postfix_ccert_access_map"]
+    [submission] = [
+        e for e in defaults["mssante_postfix_master_default"] if e["name"].endswith("submission_port }}/inet")
+    ]
+    assert any(
+        a.startswith("-o smtpd_client_restrictions=permit_sasl_authenticated") for a in submission["args"]
+    )
+    tasks = yaml.safe_load((ROLE / "tasks" / "directories.yml").read_text())
+    creates = [
+        t
+        for t in tasks
+        if "ansible.builtin.copy" in t and "ccert_access_map" in t["ansible.builtin.copy"]["dest"]
+    ]
+    assert creates and creates[0]["ansible.builtin.copy"]["force"] is False  # never replaces the job's map
+
+
 def test_every_default_is_typed_in_argument_specs() -> None:
     specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
     options = specs["argument_specs"]["main"]["options"]
