@@ -1,29 +1,24 @@
-"""Test helpers: build trust lists in the published layout and sign them with xmlsec.
+"""Test helpers: trust lists in the published layout, signed with xmlsec (mssante.lab.trustlist).
 
 Also used by ``tests/bench/bench_trustlist.py`` for the 20,000-entry list.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import ipaddress
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from lxml import etree
 
 from mssante.lab.pki import Pki, ensure_pki
+from mssante.lab.trustlist import NS, Entry, build_list, sign
 
-NS = "https://listeblanche.mssante.fr/schema"
 REPO = Path(__file__).resolve().parents[3]
 # A copy of shared/mssante/listeblanche-sample.xml (the trust list's real layout, fictional entries).
 SAMPLE = REPO / "tests" / "data" / "listeblanche-sample.xml"
@@ -31,11 +26,22 @@ SAMPLE = REPO / "tests" / "data" / "listeblanche-sample.xml"
 PKI_DIR = Path(os.environ.get("MSSANTE_TEST_PKI_DIR", REPO / ".cache" / "test-pki"))
 SIGNER_CN = "Signataire Liste Blanche TEST"
 
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    dn: str
+__all__ = [  # build_list, Entry, NS and sign live in the product (mssante.lab.trustlist)
+    "NS",
+    "SAMPLE",
+    "SIGNER_CN",
+    "Entry",
+    "build_list",
+    "foreign_signer",
+    "issue_server_cert",
+    "pki",
+    "replace_text",
+    "sample_bytes",
+    "sign",
+    "sign_with",
+    "signed_sample",
+    "synthetic_entries",
+]
 
 
 def sample_bytes() -> bytes:
@@ -62,50 +68,6 @@ def synthetic_entries(count: int, prefix: str = "dom") -> list[Entry]:
             )
         index += 1
     return entries
-
-
-def build_list(entries: Iterable[Entry], generated: str = "2026-11-20T06:00:00Z") -> bytes:
-    """An unsigned list in the published layout."""
-    root = etree.Element(f"{{{NS}}}ListeBlancheMSSante", nsmap={None: NS})
-    etree.SubElement(root, f"{{{NS}}}DateDeGeneration").text = generated
-    domains = etree.SubElement(root, f"{{{NS}}}ListeDomaines")
-    for entry in entries:
-        item = etree.SubElement(domains, f"{{{NS}}}Domaine")
-        etree.SubElement(item, f"{{{NS}}}Nom").text = entry.name
-        etree.SubElement(item, f"{{{NS}}}Description").text = "Domaine de test"
-        etree.SubElement(item, f"{{{NS}}}DNCertificatOperateur").text = entry.dn
-        etree.SubElement(item, f"{{{NS}}}ResponsableContact").text = "01 00 00 00 00, dsi@example.test\n"
-        etree.SubElement(item, f"{{{NS}}}DateMAJ").text = "2026-10-01T08:00:00Z"
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-
-
-def sign(document: bytes, key_path: Path, cert_paths: Sequence[Path]) -> bytes:
-    """Sign ``document`` as the published list is: enveloped, exc-c14n, RSA-SHA256, URI=""."""
-    root = etree.fromstring(document)
-    signature = xmlsec.template.create(
-        root, xmlsec.constants.TransformExclC14N, xmlsec.constants.TransformRsaSha256, ns="ds"
-    )
-    root.append(signature)
-    reference = xmlsec.template.add_reference(signature, xmlsec.constants.TransformSha256, uri="")
-    xmlsec.template.add_transform(reference, xmlsec.constants.TransformEnveloped)
-    xmlsec.template.add_transform(reference, xmlsec.constants.TransformExclC14N)
-    key_info = xmlsec.template.ensure_key_info(signature)
-    x509_data = xmlsec.template.add_x509_data(key_info)
-    xmlsec.template.x509_data_add_certificate(x509_data)
-    context = xmlsec.SignatureContext()
-    key = xmlsec.Key.from_file(str(key_path), xmlsec.constants.KeyDataFormatPem)
-    key.load_cert_from_file(str(cert_paths[0]), xmlsec.constants.KeyDataFormatPem)
-    context.key = key
-    context.sign(signature)
-    for extra in cert_paths[1:]:
-        cert = x509.load_pem_x509_certificate(Path(extra).read_bytes())
-        element = etree.SubElement(x509_data, f"{{{xmlsec.constants.DSigNs}}}X509Certificate")
-        element.text = _b64(cert.public_bytes(serialization.Encoding.DER))
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def sign_with(document: bytes, leaf_name: str = "trustlist_signer") -> bytes:
