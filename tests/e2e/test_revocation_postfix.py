@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+from tests.milter.lab import start_lab, stop_lab
 from tests.support.postfix import PostfixInstance
 from tests.support.sink import Sink
 from tests.support.smtpclient import TlsOptions, Transcript, send
 
 from mssante.lab.pki import Leaf, Pki
+from mssante.revocation.denylist import REJECT_TEXT
 
 LOCAL = "hopital-a.mssante.test"
 MESSAGE = "From: dr.b@clinique-b.mssante.test\r\nSubject: compte rendu\r\n\r\nbonjour\r\n"
@@ -114,3 +116,43 @@ def test_tls4_control_without_the_deny_list_the_revoked_certificate_passes(
     })  # fmt: skip
     postfix.start()
     assert peer_send(postfix, pki, pki.revoked).delivered
+
+
+def test_tls4_revoked_certificate_refusal_is_journaled_by_the_milter(pki: Pki) -> None:
+    """TLS-4, TRACE-1: the real milter and journal behind a Postfix applying the deny-list as the role
+    does (client restrictions, at RCPT): the milter accepted MAIL (the certificate verified, its CN is
+    listed) and journals Postfix's refusal with its reason; the reissued certificate is accepted."""
+    lab = start_lab(pki)
+    try:
+        config = lab.base / "revocation.yml"
+        config.write_text(yaml.safe_dump({"schema": 1, "revocation": {
+            "dir": str(lab.base / "revocation"), "probe": False, "ca_file": str(pki.chain),
+            "crls": [{"ca": "igc_org", "url": str(pki.intermediate.crl)}],
+            "postfix_config_dir": str(lab.postfix.config_dir),
+        }}))  # fmt: skip
+        seeded = revocation(config, "learn", "--seed", str(pki.revoked.cert), "--cn", pki.revoked.cn)
+        assert seeded.returncode == 0, seeded.stderr
+        built = revocation(config, "run")
+        assert built.returncode == 0 and "1 revoked of 1 learned" in built.stderr, built.stderr
+        deny_map = lab.base / "revocation" / "ccert_access"
+        lab.postfix.postconf({
+            "smtpd_tls_fingerprint_digest": "sha256",
+            "smtpd_client_restrictions": f"check_ccert_access hash:{deny_map}",
+        })  # fmt: skip
+        lab.postfix.reload()
+        sender, rcpt = f"dr.durand@{lab.peer}", f"dr.martin@{lab.local}"
+        body = f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: cr\r\n\r\nBonjour.\r\n".encode()
+
+        refused = lab.send(lab.peer_port, sender, [rcpt], body, cert=pki.revoked)
+        reply = refused.rcpt[rcpt]
+        assert reply.code == 554 and REJECT_TEXT.removeprefix("REJECT 5.7.1 ") in reply.text, reply
+        assert refused.mail is not None and refused.mail.code == 250  # the milter let MAIL through
+        accepted = lab.send(lab.peer_port, sender, [rcpt], body, cert=pki.peer)  # control: the reissue
+        assert accepted.delivered
+
+        [record] = [r for r in lab.records() if r.get("type") == "refused"]
+        assert record["reason"] == "rejected-by-mta"
+        assert record["rcpts"] == [{"address": rcpt, "status": "refused"}]
+        assert "5.7.1" in str(record["reply"]) and "revoked" in str(record["reply"])
+    finally:
+        stop_lab(lab)
