@@ -23,8 +23,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
 from tests.support.common import tail, wait_until
 from tests.support.hosts import TestHost
+
+from mssante.lab.pki import Pki
+from mssante.revocation.learned import fingerprint
 
 pytestmark = pytest.mark.devonly
 
@@ -93,7 +97,7 @@ def snapshot(root: Path) -> dict[str, str]:
     return result
 
 
-def _write_play(base: Path) -> tuple[Path, Path]:
+def _write_play(base: Path, extra: dict[str, object] | None = None) -> tuple[Path, Path]:
     # A snapshot of milters/, so that both runs build the wheel from the same sources while the
     # checkout changes under them (the role rebuilds and reinstalls on any change, by design).
     source = base / "milters"
@@ -132,6 +136,7 @@ def _write_play(base: Path) -> tuple[Path, Path]:
                                     "red_list": True,
                                 },
                             ],
+                            **(extra or {}),
                         }
                     }
                 }
@@ -181,10 +186,66 @@ def _status(host: TestHost) -> dict[str, tuple[str, int | None]]:
     return states
 
 
+def _revocation_inventory(base: Path, pki: Pki) -> dict[str, object]:
+    """The revocation job with the test PKI's CRL (copied where the `mssante` user reads it), no
+    probing (the sample list names internet hosts), its first run one second after supervisord starts."""
+    crls = base / "crls"
+    crls.mkdir(mode=0o755)
+    for source in (pki.intermediate.crl, pki.chain):
+        shutil.copy(source, crls / source.name)
+        (crls / source.name).chmod(0o644)
+    return {
+        "mssante_revocation_crls": [
+            {
+                "ca": "igc_org",
+                "url": f"file://{crls / pki.intermediate.crl.name}",
+                "issuer": str(crls / pki.chain.name),
+            }
+        ],
+        "mssante_revocation_probe": False,
+        "mssante_revocation_schedule": {
+            "on_calendar": "*-*-* 00/6:45:00", "interval_seconds": 21600, "initial_delay_seconds": 1
+        },
+    }  # fmt: skip
+
+
+def _check_revocation_job(host: TestHost, base: Path, pki: Pki) -> None:
+    """TLS-4: the periodic job runs under supervisor as `mssante`, keeps the verified CRL, writes the
+    deny-list and its metrics; a certificate seeded by root (as the lab does) is denied at the next run."""
+    deny_list = host.fs("/var/lib/mssante/revocation/ccert_access")
+    metrics = host.fs("/var/lib/mssante/metrics/mssante_revocation.prom")
+    wait_until(metrics.exists, timeout=60, what="the revocation job's first run")
+    assert (
+        host.fs("/var/lib/mssante/revocation/crls/igc_org.crl").read_bytes()
+        == pki.intermediate.crl.read_bytes()
+    )
+    assert "mssante_revocation_denied_certificates 0.0" in metrics.read_text(encoding="utf-8")
+    assert host.fs("/var/lib/mssante/revocation/ccert_access.db").exists()
+    revoked = fingerprint(x509.load_pem_x509_certificate(pki.revoked.cert.read_bytes()))
+    assert revoked not in deny_list.read_text(encoding="utf-8")  # control: nothing learned yet
+    seed = base / "crls" / "served-earlier.pem"
+    shutil.copy(pki.revoked.cert, seed)
+    seed.chmod(0o644)
+    host.run(["/opt/mssante/bin/mssante-revocation", "learn", "--config", "/etc/mssante/mssante.yml",
+              "--seed", str(seed), "--cn", pki.revoked.cn])  # fmt: skip
+    assert supervisorctl(host, "restart", "mssante-revocation").returncode == 0
+    wait_until(lambda: revoked in deny_list.read_text(encoding="utf-8"), timeout=60, what="the deny-list")
+    wait_until(
+        lambda: "mssante_revocation_denied_certificates 1.0" in metrics.read_text(encoding="utf-8"),
+        timeout=30, what="the revocation metrics",
+    )  # fmt: skip
+    owner = host.run(["stat", "-c", "%U", "/var/lib/mssante/revocation/ccert_access.db"]).stdout.strip()
+    assert owner == "mssante"  # written by the job, not by root
+    log = host.fs("/var/log/mssante/mssante-revocation.log").read_text(encoding="utf-8")
+    assert "1 revoked of 1 learned" in log
+
+
 @pytest.mark.timeout(1500)
-def test_python_roles_converge_run_services_and_are_idempotent(host: TestHost, base_dir: Path) -> None:
+def test_python_roles_converge_run_services_and_are_idempotent(
+    host: TestHost, base_dir: Path, pki: Pki
+) -> None:
     """The roles install the runtime, validate the config, keep services up; idempotent, check-safe."""
-    inventory, play = _write_play(base_dir)
+    inventory, play = _write_play(base_dir, _revocation_inventory(base_dir, pki))
     first = _playbook(host, inventory, play)
     assert first.returncode == 0, tail(first.stdout, 120) + tail(first.stderr)
 
@@ -222,13 +283,20 @@ def test_python_roles_converge_run_services_and_are_idempotent(host: TestHost, b
 
     # supervisord keeps every service and periodic loop running; the milter's socket is up.
     states = _status(host)
-    expected = {"mssante-journal", "mssante-journal-verify", "mssante-trustlist-refresh", "mssante-milter"}
+    expected = {
+        "mssante-journal",
+        "mssante-journal-verify",
+        "mssante-trustlist-refresh",
+        "mssante-milter",
+        "mssante-revocation",
+    }
     assert expected <= set(states), states
     assert all(states[name][0] == "RUNNING" for name in expected), states
     assert (
         host.run(["test", "-S", "/var/spool/postfix-mssante/mssante/milter.sock"], check=False).returncode
         == 0
     )
+    _check_revocation_job(host, base_dir, pki)
 
     # A service killed with SIGKILL is restarted.
     _, old_pid = states["mssante-milter"]
