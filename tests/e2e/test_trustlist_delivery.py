@@ -4,8 +4,8 @@ Covers what the trust list gives the MSSanté instance (TRUST-1, TRUST-4, TRUST-
 name check): a listed domain goes through the ``mssante`` transport over verified TLS >= 1.2 to a
 server presenting a listed CN; a listed domain whose server presents another (valid IGC-Santé)
 certificate is deferred, never sent; an unlisted domain is bounced by the default ``error:``
-transport. Host names resolve through a private /etc/hosts, bind-mounted in a mount namespace that
-only this test's Postfix processes see.
+transport. Postfix runs in a test host (tests/support/hosts.py) whose own /etc/hosts sends every
+name to the sink, on the host network's gateway.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from tests.support.common import LocalRunner, free_port, make_base_dir, random_loopback, remove_base_dir
+from tests.support.common import make_base_dir, remove_base_dir
+from tests.support.hosts import HostNetwork
 from tests.support.postfix import PostfixInstance
 from tests.support.sink import Sink
 from tests.unit.trustlist.helpers import SIGNER_CN, Entry, build_list, pki, sign_with
@@ -29,37 +29,6 @@ UNLISTED = "absent.mssante.test"  # resolvable, but not on the list
 BOUNCE = "error:not in the MSSante trust space"
 
 
-class HostsRunner(LocalRunner):
-    """Starts Postfix in a private mount namespace where /etc/hosts is the test's file."""
-
-    def __init__(self, hosts_file: Path) -> None:
-        self.hosts_file = hosts_file
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        input: str | None = None,
-        check: bool = True,
-        timeout: float = 60,
-        env: Mapping[str, str] | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        if argv[:1] == ["postfix"] and argv[-1] == "start":
-            script = 'mount --bind "$0" /etc/hosts && exec "$@"'
-            argv = [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                script,
-                str(self.hosts_file),
-                *argv,
-            ]
-        return super().run(argv, input=input, check=check, timeout=timeout, env=env)
-
-
 @dataclass
 class Setup:
     postfix: PostfixInstance
@@ -68,20 +37,18 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup() -> Iterator[Setup]:
+    network = HostNetwork.create()
     base = make_base_dir("trustlist-delivery")
     peer = pki().peer
-    sink = Sink(address=random_loopback(), port=25, tls_cert=peer.fullchain, tls_key=peer.key)
+    sink = Sink(address=network.gateway, port=25, tls_cert=peer.fullchain, tls_key=peer.key)
     postfix: PostfixInstance | None = None
     try:
         sink.start()
-        hosts = base / "hosts"
-        hosts.write_text(
+        host = network.add_host("hospital")
+        host.fs("/etc/hosts").write_text(
             f"127.0.0.1 localhost\n{sink.address} {LISTED} {WRONG_CN} {UNLISTED}\n", encoding="utf-8"
         )
-        address = random_loopback()
-        postfix = PostfixInstance.create(
-            base, "tldeliv", address=address, port=free_port(address), runner=HostsRunner(hosts)
-        )
+        postfix = PostfixInstance.create(base, "tldeliv", address=host.address, port=25, runner=host)
         entries = [
             Entry(LISTED, f"CN={peer.cn},OU=1000000002,O=CLINIQUE B (TEST),C=FR"),
             Entry(WRONG_CN, "CN=mx.somewhere-else.test,OU=1000000009,O=AILLEURS (TEST),C=FR"),
@@ -122,6 +89,7 @@ def setup() -> Iterator[Setup]:
         if postfix is not None:
             postfix.stop()
         sink.stop()
+        network.destroy()
         remove_base_dir(base)
 
 
