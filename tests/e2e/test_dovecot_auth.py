@@ -251,7 +251,7 @@ def test_ordinary_user_cannot_use_oauth(dovecot_host: DovecotHost) -> None:
         client.authenticate("XOAUTH2", xoauth2(ORDINARY_USER, token))
 
 
-# --- LMTP delivery from the MSSanté Postfix instance; Sieve never runs for MSSanté mailboxes --------
+# --- LMTP delivery from the MSSanté Postfix instance (Sieve: test_dovecot_sieve.py) -----------------
 
 
 def test_lmtp_delivery_fetched_over_imap_with_its_tags(dovecot_host: DovecotHost) -> None:
@@ -270,27 +270,6 @@ def test_lmtp_delivery_fetched_over_imap_with_its_tags(dovecot_host: DovecotHost
     assert typ == "OK" and found[0], "the delivered message is not in the MSSanté mailbox"
     _, data = client.fetch(found[0].split()[-1], "(BODY.PEEK[HEADER.FIELDS (X-MSSANTE-TRUST)])")
     assert b"X-MSSante-Trust: verified; peer=mx.clinique-b.test" in data[0][1]  # type: ignore[index]
-
-
-def test_sieve_and_delivery_plugins_never_run_for_mssante_mailboxes(
-    dovecot_host: DovecotHost,
-) -> None:
-    """MSSanté users get an explicit mail_plugins list from their userdb, so no plugin the ordinary
-    configuration enables at delivery (Sieve redirect and vacation on a real host, mail_log here) runs
-    for them. Pigeonhole is not installed on the test machine: mail_log stands in as the observable one.
-    """
-    marker = uuid.uuid4().hex
-    message = f"Message-ID: <{marker}@test>\r\nSubject: plugins\r\n\r\nx\r\n".encode()
-    with smtplib.LMTP(dovecot_host.variables["mssante_dovecot_lmtp_socket"]) as lmtp:
-        assert lmtp.sendmail("a@clinique-b.mssante.test", [f"dr.martin@{DOMAIN}"], message) == {}
-        # Control: the ordinary user's delivery does run the ordinary plugin.
-        assert lmtp.sendmail("a@example.org", [ORDINARY_USER], message) == {}
-    log = dovecot_host.wait_log(f"lmtp({ORDINARY_USER})")
-    dovecot_host.wait_log(f"msgid=<{marker}@test>")
-    saves = [line for line in log.splitlines() if f"<{marker}@test>" in line and "save:" in line]
-    assert saves and all(f"lmtp({ORDINARY_USER})" in line for line in saves), saves
-    fields = dovecot_host.doveadm("user", "-f", "mail_plugins", PERSON)
-    assert fields.stdout.strip() == "acl,last_login"
 
 
 # --- ORG mailboxes: owners open them through the shared namespace, logged in as themselves (AUTH-4) ---

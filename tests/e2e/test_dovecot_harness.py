@@ -208,13 +208,27 @@ ssl_min_protocol = TLSv1
 ssl_cipher_list = DEFAULT:@SECLEVEL=0
 """,
     "10-logging.conf": "auth_verbose = no\n",
-    # Ordinary deliveries run a per-user plugin (here mail_log; on a real host often Pigeonhole's sieve,
-    # not installed here). MSSanté mailboxes get their own explicit plugin list, so neither runs for them.
+    # Ordinary deliveries run the users' Sieve scripts (Pigeonhole, as Debian's 20-lmtp.conf and
+    # 90-sieve.conf suggest); redirects and vacation replies leave through the ordinary instance's
+    # sendmail(1), here a sink that records every invocation (SENDMAIL_SINK).
+    "15-lda.conf": "sendmail_path = {base}/bin/sendmail\n",
     "20-lmtp.conf": (
-        "protocol lmtp {{\n  mail_plugins = $mail_plugins notify mail_log\n}}\n"
-        "plugin {{\n  mail_log_events = save\n  mail_log_fields = uid box msgid\n}}\n"
+        "protocol lmtp {{\n  mail_plugins = $mail_plugins sieve\n}}\n"
+        "plugin {{\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n"
+        "  sieve_before = {base}/etc/dovecot/sieve-before/archive.sieve\n}}\n"
     ),
 }
+
+# An administrator's script run before every user's own (sieve_before): a copy to an outside archive.
+ARCHIVE_ADDRESS = "archive@outside.example"
+SIEVE_BEFORE = f'require ["copy"];\nredirect :copy "{ARCHIVE_ADDRESS}";\n'
+
+# The ordinary instance's sendmail(1) as Dovecot runs it (as the mailbox's user): one file per call,
+# its arguments on the first line, then the message.
+SENDMAIL_SINK = """#!/bin/sh
+out=$(mktemp "$(dirname "$0")/../sendmail-sink/call.XXXXXX") || exit 75
+{ printf 'argv:'; printf ' %s' "$@"; printf '\\n'; cat; } > "$out"
+"""
 
 
 @dataclass
@@ -233,6 +247,12 @@ class DovecotHost:
     @property
     def config(self) -> Path:
         return self.base / "etc/dovecot/dovecot.conf"
+
+    @property
+    def sendmail_calls(self) -> list[str]:
+        """Every message Dovecot handed to the ordinary sendmail(1) (SENDMAIL_SINK), as text."""
+        calls = sorted((self.base / "sendmail-sink").glob("call.*"), key=lambda p: p.stat().st_mtime_ns)
+        return [path.read_text(errors="replace") for path in calls]
 
     @property
     def log(self) -> str:
@@ -327,10 +347,15 @@ def build_host(base: Path, pki: Pki) -> DovecotHost:
         addresses["personal"] = random_loopback()
     etc = base / "etc/dovecot"
     (etc / "conf.d").mkdir(parents=True)
-    for sub in ("run", "state", "spool/private", "ordinary", "vmail"):
+    for sub in ("run", "state", "spool/private", "ordinary", "vmail", "bin", "sendmail-sink"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    for sub in ("ordinary", "vmail"):
+    for sub in ("ordinary", "vmail", "sendmail-sink"):
         os.chown(base / sub, MAIL_UID, MAIL_UID)
+    (base / "bin/sendmail").write_text(SENDMAIL_SINK)
+    (base / "bin/sendmail").chmod(0o755)
+    (etc / "sieve-before").mkdir()
+    (etc / "sieve-before/archive.sieve").write_text(SIEVE_BEFORE)
+    os.chown(etc / "sieve-before", MAIL_UID, MAIL_UID)  # where Sieve saves the compiled script
     tag = base.name.replace("_", "-")
     (etc / "dovecot.conf").write_text(
         ORDINARY_DOVECOT_CONF.format(listen=addresses["ordinary"], base=base, tag=tag)

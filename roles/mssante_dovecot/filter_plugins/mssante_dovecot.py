@@ -8,6 +8,18 @@ TYPES = ("PER", "ORG", "APP")
 CA_SETS = ("app", "personal")
 
 
+# Defence in depth for MSSanté users, should one of their deliveries ever run in an LMTP process
+# that loaded Sieve (the role gives them their own LMTP service without it: docs/dovecot.md, "Sieve"):
+# no personal Sieve script, and every way Dovecot sends mail (Sieve redirect, vacation, notify) fails:
+# submission_host takes precedence over sendmail_path and cannot be emptied from a userdb (an empty
+# field reads as "yes"), so it names a host that never resolves. A delivery that tries to send is
+# deferred, nothing leaves.
+NO_SENDING_HOST = "mssante-no-submission.invalid"
+NO_SIEVE_NO_SENDING = (
+    f"userdb_sieve_enabled=no userdb_submission_host={NO_SENDING_HOST} userdb_sendmail_path=/bin/false"
+)
+
+
 class ModelError(ValueError):
     """The inventory cannot be turned into a Dovecot configuration; the message says why."""
 
@@ -88,6 +100,7 @@ def dovecot_model(  # noqa: PLR0917  (an Ansible filter: Jinja passes its argume
             f"userdb_last_login_dict=file:{last_login_dict} userdb_last_login_key=last-login/%s/%u",
             f"userdb_acl=vfile userdb_acl_shared_dict=file:{mail_root}/shared-mailboxes.dict",
             f"userdb_namespace/mssante_shared/disabled=no userdb_namespace/{inbox_namespace}/separator=/",
+            NO_SIEVE_NO_SENDING,
         )
     )
     return {
