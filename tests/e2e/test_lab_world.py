@@ -127,7 +127,7 @@ def test_lab_dns_answers_mx_from_inside_each_host(lab: Lab) -> None:
 
 
 def test_lab_hospital_ordinary_postfix_takes_internet_mail_into_dovecot(lab: Lab, pki: Pki) -> None:
-    """internet -> jean.dupont@hopital-a.test: lab DNS MX, ordinary Postfix, Dovecot LMTP, then IMAP."""
+    """internet <-> hopital-a.test: lab DNS MX, ordinary Postfix, Dovecot LMTP, IMAP; and back."""
     hospital = lab.host("hospital")
     user = hospital["ordinary_mailboxes"][0]
     assert user["address"].endswith("@hopital-a.test")
@@ -141,6 +141,11 @@ def test_lab_hospital_ordinary_postfix_takes_internet_mail_into_dovecot(lab: Lab
         imap.select("INBOX")
         status, found = imap.search(None, "HEADER", "Message-ID", message_id)
         assert status == "OK" and found[0].split(), found
+    # And back: the hospital's ordinary domain reaches the internet (MX through the lab DNS).
+    alice = lab.host("internet")["ordinary_mailboxes"][0]
+    reply_id = _sendmail(lab, "hospital", user["address"], alice["address"])
+    received = lab.delivered(alice["maildir"], reply_id)
+    assert "(using TLSv1.3" in received  # opportunistic TLS, no client certificate
 
 
 def _peer_transaction(lab: Lab, pki: Pki, cert: bool) -> tuple[int, str]:

@@ -277,6 +277,7 @@ def build_lab_json(
             "dir": str(pki.directory),
             "ca_chain": str(pki.chain),
             "personal_ca": str(pki.personal_chain),
+            "public_ca": str(pki.foreign_ca.cert),
             "crls": [str(authority.crl) for authority in authorities],
             "trustlist_signer_ca": str(pki.chain),
             "operators": {name: certificate(leaf) for name, leaf in pki.operators.items()},
