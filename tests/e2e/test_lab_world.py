@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import smtplib
 import ssl
 import subprocess
@@ -231,6 +232,24 @@ def test_lab_rerun_and_status_change_nothing(lab: Lab) -> None:
     status = _lab("status", lab.dir)
     assert status["running"] is True and status["changed"] is False
     assert set(status["hosts"]) == set(labjson.HOST_NAMES)
+
+
+def test_lab_up_revives_a_dead_anchor_without_touching_the_servers(lab: Lab) -> None:
+    hospital = lab.host("hospital")
+    master_pid = lab.dir / "hospital" / "upper" / "var_spool" / "postfix" / "pid" / "master.pid"
+    postfix_before = int(master_pid.read_text())
+    os.kill(hospital["pid"], signal.SIGKILL)
+    wait_until(lambda: not alive(hospital["pid"]), 10, "the anchor to die")
+    assert _lab("status", lab.dir)["running"] is False  # control: status notices
+    again = _lab("up", lab.dir)
+    assert again["changed"] is True
+    revived = again["lab"]["hosts"]["hospital"]
+    assert revived["pid"] != hospital["pid"] and alive(revived["pid"])
+    assert revived["netns"] == hospital["netns"] and revived["address"] == hospital["address"]
+    assert int(master_pid.read_text()) == postfix_before and alive(postfix_before)
+    assert _lab("status", lab.dir)["running"] is True
+    assert _lab("up", lab.dir)["changed"] is False
+    lab.doc = json.loads((lab.dir / "lab.json").read_text())
 
 
 def _mounts_under(directory: Path) -> list[str]:

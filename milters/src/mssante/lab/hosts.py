@@ -232,6 +232,19 @@ class Host:
         except OSError:
             return False
 
+    def namespaces_exist(self) -> bool:
+        """Whether the network namespace and the bind-mounted mount and UTS namespaces still exist."""
+        netns = Path(f"/run/netns/{self.netns}")
+        return netns.exists() and os.path.ismount(self.mnt_file) and os.path.ismount(self.uts_file)
+
+    def revive(self) -> bool:
+        """Start a new anchor when the namespaces exist but the anchor is gone; True when it did."""
+        if self.is_up() or not self.namespaces_exist():
+            return False
+        self.anchor_pid = None
+        self._start_anchor()
+        return True
+
     def namespace_pids(self) -> list[int]:
         """Every process inside the host's mount or network namespace."""
         inodes = set()

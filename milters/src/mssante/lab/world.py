@@ -35,6 +35,7 @@ from mssante.lab.world_spec import (
 )
 
 HOST_NAMES = ("hospital", "peer", "other", "internet")
+SEEDED = "seeded"  # marks a host whose servers were configured (a host without it is rebuilt)
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,10 @@ def _check_dir(root: Path) -> None:
 
 def _load_state(lab: LabDir) -> dict[str, Any] | None:
     try:
-        return dict(json.loads(lab.state.read_text()))
+        state = dict(json.loads(lab.state.read_text()))
     except (OSError, ValueError):
         return None
+    return state if "tag" in state and "hosts" in state else None  # not an older lab's state.json
 
 
 def _save_state(lab: LabDir, network: HostNetwork) -> None:
@@ -101,8 +103,11 @@ def _passwords(lab: LabDir, users: list[str]) -> dict[str, str]:
     return wanted
 
 
-def _running_network(lab: LabDir) -> HostNetwork | None:
-    """The network of a previous ``up`` when all of it still runs, else None."""
+def _running_network(lab: LabDir) -> tuple[HostNetwork, bool] | None:
+    """The network of a previous complete ``up`` while its namespaces exist, else None.
+
+    An anchor process that died is started again (the second item is then True).
+    """
     state = _load_state(lab)
     if state is None:
         return None
@@ -110,7 +115,12 @@ def _running_network(lab: LabDir) -> HostNetwork | None:
     names = [host.name for host in network.hosts]
     if names != list(HOST_NAMES) or not network.bridge_exists():
         return None
-    return network if all(host.is_up() for host in network.hosts) else None
+    if not all(host.namespaces_exist() and (host.base / SEEDED).exists() for host in network.hosts):
+        return None
+    revived = [host.revive() for host in network.hosts]
+    if any(revived):
+        _save_state(lab, network)
+    return network, any(revived)
 
 
 def sweep(lab: LabDir, tag: str) -> bool:
@@ -129,6 +139,9 @@ def sweep(lab: LabDir, tag: str) -> bool:
     for link in [entry.name for entry in links.iterdir() if entry.name.startswith((f"mv{tag}", f"mb{tag}"))]:
         found = True
         quiet(["ip", "link", "del", link])
+    legacy = lab.root / "postfix" / "etc"  # the single-instance lab of earlier versions
+    if (legacy / "main.cf").exists():
+        quiet(["postfix", "-c", str(legacy), "stop"])
     for ns_dir in lab.root.glob("*/ns"):
         for path in (ns_dir / "mnt", ns_dir / "uts", ns_dir):
             quiet(["umount", str(path)])
@@ -180,8 +193,8 @@ def up(root: Path, tag: str | None = None) -> dict[str, Any]:
     public = root / "public-tls"
     changed |= ensure_public_certs(pki, public)
     passwords = _passwords(lab, [box for box, _ in ORDINARY_USERS])
-    network = _running_network(lab)
-    if network is None:
+    running = _running_network(lab)
+    if running is None:
         state = _load_state(lab)
         tag = tag or (str(state["tag"]) if state else default_tag(root))
         sweep(lab, tag)
@@ -190,7 +203,11 @@ def up(root: Path, tag: str | None = None) -> dict[str, Any]:
         hospital.add_address(f"{network.prefix}.{HOSPITAL_MSSANTE_SUFFIX}")
         for host in network.hosts:
             _seed(host, network, pki, passwords, public)
+            (host.base / SEEDED).touch()
         changed = True
+    else:
+        network, revived = running
+        changed |= revived
     server = lab.dns(network)
     changed |= dns.ensure_running(server, dns.write_config(server, zone(network)))
     changed |= _ensure_services(network)
