@@ -2,7 +2,8 @@
 
 An MSSanté-like instance built here from design.md's settings passes the must-pass IDs; breaking one
 setting makes exactly the matching ID fail (per-check mutation tests); a stock Postfix fails the
-MSSanté IDs; and the host's files are byte-identical after the audit (issue 11).
+MSSanté IDs; and the host's files are byte-identical after the audit (issue 11). The IMAP listeners
+of the mssante_dovecot role are found from its inventory variables and probed too (issue 7).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from xml.etree import ElementTree
 
 import pytest
 import yaml
+from tests.e2e.test_dovecot_harness import running_host
 from tests.support.common import free_port, make_base_dir, random_loopback, remove_base_dir, wait_until
 from tests.support.postfix import PostfixInstance
 from tests.unit.trustlist.helpers import sample_bytes, sign
@@ -300,3 +302,18 @@ def test_audit_stock_postfix_fails_mssante_ids(pki: Pki, tmp_path: Path) -> None
         remove_base_dir(base)
     assert {rid for rid in MUST_PASS if checks[rid]["status"] == "pass"} == set()
     assert "claims MSSanté domains" in checks["SEAL-1"]["evidence"]
+
+
+def test_audit_probes_the_dovecot_role_imap_listeners(
+    host: Host, baseline: dict[str, str], pki: Pki, tmp_path: Path
+) -> None:
+    """AUTH-1 and the TLS checks see the MSSanté IMAP listeners named by ``mssante_dovecot_listeners``
+    (the Dovecot role's own variable), with no ``mssante_audit_extra_listeners`` in the inventory."""
+    assert baseline["AUTH-1"] == "unknown"  # control: Postfix alone offers no authentication here
+    with running_host(pki) as dovecot:
+        listeners = dovecot.variables["mssante_dovecot_listeners"]
+        checks = run_audit(host.variables() | {"mssante_dovecot_listeners": listeners}, tmp_path)
+    assert checks["AUTH-1"]["status"] != "unknown", checks["AUTH-1"]
+    assert "mechanisms" in checks["AUTH-1"]["evidence"]
+    failing = {rid: c["evidence"] for rid, c in checks.items() if rid in MUST_PASS and c["status"] != "pass"}
+    assert failing == {}  # TLS-1, TLS-2, TLS-3, TLS-5 hold on the IMAP listeners too
