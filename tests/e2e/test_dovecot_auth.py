@@ -275,8 +275,9 @@ def test_lmtp_delivery_fetched_over_imap_with_its_tags(dovecot_host: DovecotHost
 # --- ORG mailboxes: owners open them through the shared namespace, logged in as themselves (AUTH-4) ---
 
 
-def test_auth4_owner_opens_org_mailbox_as_themselves(dovecot_host: DovecotHost) -> None:
-    org = f"secretariat@{DOMAIN}"
+@pytest.mark.parametrize("local_part", ["secretariat", "cabinet"])  # an ORG and a CAB (practice) mailbox
+def test_auth4_owner_opens_org_mailbox_as_themselves(dovecot_host: DovecotHost, local_part: str) -> None:
+    org = f"{local_part}@{DOMAIN}"
     marker = uuid.uuid4().hex
     with smtplib.LMTP(dovecot_host.variables["mssante_dovecot_lmtp_socket"]) as lmtp:
         assert (

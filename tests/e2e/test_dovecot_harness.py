@@ -67,6 +67,7 @@ def mailboxes(pki: Pki) -> list[dict[str, Any]]:
         {"address": f"dr.martin@{DOMAIN}", "type": "PER", "owners": [PERSON], "cert_cns": []},
         {"address": f"dpi@{DOMAIN}", "type": "APP", "owners": ["dpi-app"], "cert_cns": [pki.dpi.cn]},
         {"address": f"secretariat@{DOMAIN}", "type": "ORG", "owners": [PERSON], "cert_cns": []},
+        {"address": f"cabinet@{DOMAIN}", "type": "CAB", "owners": [PERSON], "cert_cns": []},
     ]
 
 

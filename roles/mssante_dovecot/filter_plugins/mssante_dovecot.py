@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-TYPES = ("PER", "ORG", "APP")
+TYPES = ("PER", "ORG", "APP", "CAB")
+# Shared mailboxes (an organisation's, a practice's): their owners open them through the shared namespace.
+SHARED_TYPES = ("ORG", "CAB")
 CA_SETS = ("app", "personal")
 
 
@@ -112,7 +114,7 @@ def dovecot_model(  # noqa: PLR0917  (an Ansible filter: Jinja passes its argume
         "org_mailboxes": [
             {"address": str(m["address"]).lower(), "owners": _names(m, "owners")}
             for m in mailboxes
-            if m["type"] == "ORG"
+            if m["type"] in SHARED_TYPES
         ],
         "person_owners": sorted({o for m in mailboxes if m["type"] == "PER" for o in _names(m, "owners")}),
         "local_blocks": sorted(blocks.items()),
