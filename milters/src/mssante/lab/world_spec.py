@@ -214,29 +214,34 @@ def _host_entry(host: Host, **fields: Any) -> dict[str, Any]:
     return entry
 
 
-def _hosts(network: HostNetwork, pki: Pki, passwords: dict[str, str]) -> dict[str, Any]:
-    hospital, peer, other, internet = network.hosts
+def _hospital(network: HostNetwork, pki: Pki, passwords: dict[str, str]) -> dict[str, Any]:
+    hospital = network.hosts[0]
     ordinary = [
         {"address": box, "password": passwords[box], "maildir": _maildir(hospital, box)}
         for box, _ in ORDINARY_USERS
     ]
+    return _host_entry(
+        hospital,
+        address=mssante_address(network),
+        ordinary_address=hospital.address,
+        submission_port=587,
+        imap_port=143,
+        mssante_domains=[HOSPITAL_DOMAIN],
+        internet_domains=[HOSPITAL_INTERNET_DOMAIN],
+        mailboxes=[
+            mailbox(f"dr.martin@{HOSPITAL_DOMAIN}", "PER", pki.personal),
+            mailbox(f"secretariat.cardio@{HOSPITAL_DOMAIN}", "ORG"),
+            mailbox(f"dpi@{HOSPITAL_DOMAIN}", "APP", pki.dpi),
+        ],
+        ordinary_mailboxes=ordinary,
+        dovecot_log=outside(hospital, "/var/log/dovecot.log"),
+    )
+
+
+def _hosts(network: HostNetwork, pki: Pki, passwords: dict[str, str]) -> dict[str, Any]:
+    _, peer, other, internet = network.hosts
     return {
-        "hospital": _host_entry(
-            hospital,
-            address=mssante_address(network),
-            ordinary_address=hospital.address,
-            submission_port=587,
-            imap_port=143,
-            mssante_domains=[HOSPITAL_DOMAIN],
-            internet_domains=[HOSPITAL_INTERNET_DOMAIN],
-            mailboxes=[
-                mailbox(f"dr.martin@{HOSPITAL_DOMAIN}", "PER", pki.personal),
-                mailbox(f"secretariat.cardio@{HOSPITAL_DOMAIN}", "ORG"),
-                mailbox(f"dpi@{HOSPITAL_DOMAIN}", "APP", pki.dpi),
-            ],
-            ordinary_mailboxes=ordinary,
-            dovecot_log=outside(hospital, "/var/log/dovecot.log"),
-        ),
+        "hospital": _hospital(network, pki, passwords),
         "peer": _host_entry(
             peer,
             mssante_domains=[pki.peer.domain],
