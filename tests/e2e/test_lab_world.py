@@ -213,7 +213,11 @@ def test_lab_json_has_the_documented_shape(lab: Lab, pki: Pki) -> None:
     listed = pipeline.read_list(Path(doc["trustlist"]["source"]).read_bytes(), settings).domains
     assert listed["clinique-b.mssante.test"].cns == ["mx.clinique-b.test", "mx2.clinique-b.test"]
     assert sorted(listed) == sorted(d for h in doc["hosts"].values() for d in h["mssante_domains"])
-    types = {box["type"] for box in doc["hosts"]["hospital"]["mailboxes"]}
+    hospital = doc["hosts"]["hospital"]
+    inside = lab.inside("hospital", ["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
+    for key in ("address", "ordinary_address", "personal_address"):
+        assert f" {hospital[key]}/24 " in inside, key
+    types = {box["type"] for box in hospital["mailboxes"]}
     assert types == {"PER", "ORG", "APP"}
     # A broken document is caught (control).
     broken = json.loads(json.dumps(doc))

@@ -3,7 +3,7 @@
 A ``HostNetwork`` is a bridge in the root namespace with a 10.x.y.0/24; the root namespace holds
 ``gateway`` (.1), so the machine reaches every host and hosts reach servers bound to the gateway. Each
 ``Host`` gets a veth (``eth0`` inside, .2, .3, ...), its own hostname, and copy-on-write views of
-/etc, /var/{spool,lib,log,mail,cache}, /run, /opt, /srv, /usr/local, /root and /home: overlays whose
+/etc, /var/{spool,lib,log,mail,cache,backups}, /run, /opt, /srv, /usr/local, /root and /home: overlays whose
 upper layers live in the host's directory. A host therefore starts as a copy of this machine (Postfix
 and Dovecot installed, not configured) and whatever it writes (/etc/postfix*, spools, /etc/dovecot,
 /etc/mssante, state) stays in it. Names carry a tag, so a running lab is never disturbed by tests.
@@ -38,6 +38,7 @@ OVERLAYS = (
     "/var/log",
     "/var/mail",
     "/var/cache",
+    "/var/backups",
     "/run",
     "/opt",
     "/srv",
@@ -138,11 +139,13 @@ class Host:
     def proc_net(self) -> Path:
         return Path(f"/proc/{self.pid}/net")
 
-    def add_address(self, address: str) -> None:
-        """A second address on the host's ``eth0`` (e.g. for another Postfix instance)."""
+    def add_address(self, address: str) -> bool:
+        """Another address on the host's ``eth0`` (e.g. for another Postfix instance); True when added."""
         present = run_command(["ip", "-n", self.netns, "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
-        if f" {address}/" not in present:
-            run_command(["ip", "-n", self.netns, "addr", "add", f"{address}/24", "dev", "eth0"])
+        if f" {address}/" in present:
+            return False
+        run_command(["ip", "-n", self.netns, "addr", "add", f"{address}/24", "dev", "eth0"])
+        return True
 
     # ---- life cycle -----------------------------------------------------------------------------
     def _create_network(self) -> None:

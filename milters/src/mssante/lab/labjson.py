@@ -82,6 +82,7 @@ _HOST = {
     "pid": lambda v: isinstance(v, int) and v > 0,
     "address": _is_str,
     "ordinary_address": _opt(_is_str),
+    "personal_address": _opt(_is_str),
     "smtp_port": _is_port,
     "submission_port": _opt(_is_port),
     "imap_port": _opt(_is_port),

@@ -25,12 +25,13 @@ from mssante.lab.pki import Pki, ensure_pki
 from mssante.lab.system import quiet, run_command
 from mssante.lab.trustlist import write_lab_list
 from mssante.lab.world_spec import (
-    HOSPITAL_MSSANTE_SUFFIX,
     ORDINARY_USERS,
     build_lab_json,
     ensure_public_certs,
     mail_servers,
     mailstore,
+    mssante_address,
+    personal_address,
     zone,
 )
 
@@ -199,8 +200,6 @@ def up(root: Path, tag: str | None = None) -> dict[str, Any]:
         tag = tag or (str(state["tag"]) if state else default_tag(root))
         sweep(lab, tag)
         network = _build_network(lab, tag)
-        hospital = network.hosts[0]
-        hospital.add_address(f"{network.prefix}.{HOSPITAL_MSSANTE_SUFFIX}")
         for host in network.hosts:
             _seed(host, network, pki, passwords, public)
             (host.base / SEEDED).touch()
@@ -208,6 +207,8 @@ def up(root: Path, tag: str | None = None) -> dict[str, Any]:
     else:
         network, revived = running
         changed |= revived
+    for extra in (mssante_address(network), personal_address(network)):
+        changed |= network.hosts[0].add_address(extra)
     server = lab.dns(network)
     changed |= dns.ensure_running(server, dns.write_config(server, zone(network)))
     changed |= _ensure_services(network)

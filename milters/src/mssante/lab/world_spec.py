@@ -1,7 +1,8 @@
 """What the lab's hosts are: names, domains, mailboxes, DNS records, Postfix roles and lab.json.
 
 Addresses on the lab's bridge 10.x.y.0/24: gateway .1 (the DNS server), hospital .2 (its ordinary
-Postfix and Dovecot) and .20 (its future MSSanté instance), peer .3, other .4, internet .5.
+Postfix and Dovecot), .20 (its future MSSanté instance) and .21 (free for an MSSanté listener of
+personal certificates), peer .3, other .4, internet .5.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mssante.lab.trustlist import subject_dn
 from mssante.lab.x509util import Profile, Subject
 
 HOSPITAL_MSSANTE_SUFFIX = 20
+HOSPITAL_PERSONAL_SUFFIX = 21  # free for an MSSanté listener of personal certificates (Dovecot)
 HOSPITAL_DOMAIN = "hopital-a.mssante.test"
 HOSPITAL_INTERNET_DOMAIN = "hopital-a.test"
 HOSPITAL_ORDINARY_HOST = "mail.hopital-a.test"
@@ -48,6 +50,10 @@ def address(network: HostNetwork, name: str) -> str:
 
 def mssante_address(network: HostNetwork) -> str:
     return f"{network.prefix}.{HOSPITAL_MSSANTE_SUFFIX}"
+
+
+def personal_address(network: HostNetwork) -> str:
+    return f"{network.prefix}.{HOSPITAL_PERSONAL_SUFFIX}"
 
 
 def zone(network: HostNetwork) -> Zone:
@@ -201,6 +207,7 @@ def _host_entry(host: Host, **fields: Any) -> dict[str, Any]:
         "enter": host.enter(),
         "address": host.address,
         "ordinary_address": None,
+        "personal_address": None,
         "smtp_port": 25,
         "submission_port": None,
         "imap_port": None,
@@ -224,6 +231,7 @@ def _hospital(network: HostNetwork, pki: Pki, passwords: dict[str, str]) -> dict
         hospital,
         address=mssante_address(network),
         ordinary_address=hospital.address,
+        personal_address=personal_address(network),
         submission_port=587,
         imap_port=143,
         mssante_domains=[HOSPITAL_DOMAIN],
