@@ -40,7 +40,7 @@ def test_trust3_lab_list_verifies_with_the_pinned_signer_and_lists_the_operators
 def test_lab_list_keeps_the_published_layout(pki: Pki, tmp_path: Path) -> None:
     path = tmp_path / "listeblanche.xml"
     write_lab_list(pki, path)
-    sample = etree.parse(str(SAMPLE)).getroot()
+    sample = etree.fromstring(SAMPLE.read_bytes())
     lab = etree.fromstring(path.read_bytes())
     assert lab.tag == sample.tag == f"{{{NS}}}ListeBlancheMSSante"
 
