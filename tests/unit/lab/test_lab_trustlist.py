@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
+from mssante.lab import trustlist
 from mssante.lab.pki import Pki
 from mssante.lab.trustlist import NS, subject_dn, write_lab_list
 from mssante.trustlist import pipeline
@@ -61,3 +64,20 @@ def test_lab_list_rewritten_without_then_with_the_peer(pki: Pki, tmp_path: Path)
     assert "clinique-b.mssante.test" in _read(pki, path)
     with pytest.raises(ValueError, match="unknown"):
         write_lab_list(pki, path, operators=("hospital", "nobody"))
+
+
+def test_lab_trustlist_command_removes_and_restores_the_peer(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(pki.directory, tmp_path / "pki", ignore=shutil.ignore_patterns(".lock"))
+    assert trustlist.main(["--dir", str(tmp_path), "--operators", "hospital,other", "--json"]) == 0
+    path = tmp_path / "trustlist" / "listeblanche.xml"
+    assert json.loads(capsys.readouterr().out) == {
+        "changed": True,
+        "path": str(path),
+        "operators": ["hospital", "other"],
+    }
+    assert sorted(_read(pki, path)) == ["hopital-a.mssante.test", "labo-c.mssante.test"]
+    assert trustlist.main(["--dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is True
+    assert "clinique-b.mssante.test" in _read(pki, path)

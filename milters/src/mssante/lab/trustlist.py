@@ -4,11 +4,17 @@
 ``sign`` signs it as the published list is (enveloped, exc-c14n, RSA-SHA256, ``URI=""``, the signer's
 certificate in ``X509Data``). ``write_lab_list`` writes the lab's signed list for a set of operators,
 e.g. without the peer and then with it again, to show a trust-list update.
+
+Command line: ``python3 -m mssante.lab.trustlist --dir DIR [--operators hospital,other] [--json]``
+rewrites DIR/trustlist/listeblanche.xml with the PKI of DIR/pki (default: all three operators).
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
+import json
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,9 +26,10 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from mssante.lab import x509util as xu
-from mssante.lab.pki import Leaf, Pki
+from mssante.lab.pki import Leaf, Pki, ensure_pki
 
 NS = "https://listeblanche.mssante.fr/schema"
+LIST_DIR = "trustlist"
 LIST_FILE = "listeblanche.xml"
 # The operators of the lab, in the order of the list.
 LAB_OPERATORS = ("hospital", "peer", "other")
@@ -146,3 +153,25 @@ def _listed(document: bytes) -> list[tuple[str, str]]:
         (item.findtext(f"{{{NS}}}Nom", ""), item.findtext(f"{{{NS}}}DNCertificatOperateur", ""))
         for item in root.iter(f"{{{NS}}}Domaine")
     ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m mssante.lab.trustlist", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--dir", required=True, type=Path, help="the lab directory (holds pki/)")
+    parser.add_argument(
+        "--operators", default=",".join(LAB_OPERATORS), help="comma-separated operators to list"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    operators = [name for name in args.operators.split(",") if name]
+    path = args.dir.absolute() / LIST_DIR / LIST_FILE
+    changed = write_lab_list(ensure_pki(args.dir.absolute() / "pki"), path, operators)
+    result = {"changed": changed, "path": str(path), "operators": operators}
+    sys.stdout.write(json.dumps(result) + "\n" if args.json else f"{path}: {operators} ({changed=})\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,7 +23,7 @@ from mssante.lab import dns, hosts, servers
 from mssante.lab.hosts import Host, HostNetwork
 from mssante.lab.pki import Pki, ensure_pki
 from mssante.lab.system import quiet, run_command
-from mssante.lab.trustlist import write_lab_list
+from mssante.lab.trustlist import LIST_DIR, LIST_FILE, write_lab_list
 from mssante.lab.world_spec import (
     ORDINARY_USERS,
     build_lab_json,
@@ -49,7 +49,7 @@ class LabDir:
 
     @property
     def trustlist(self) -> Path:
-        return self.root / "trustlist" / "listeblanche.xml"
+        return self.root / LIST_DIR / LIST_FILE
 
     @property
     def state(self) -> Path:

@@ -21,7 +21,7 @@ from mssante.lab.hosts import OVERLAYS, Host, HostNetwork
 from mssante.lab.labjson import certificate, mailbox
 from mssante.lab.pki import Pki
 from mssante.lab.servers import POSTFIX_LOG, VMAIL_BASE, MailServer, Mailstore
-from mssante.lab.trustlist import subject_dn
+from mssante.lab.trustlist import LIST_DIR, LIST_FILE, subject_dn
 from mssante.lab.x509util import Profile, Subject
 
 HOSPITAL_MSSANTE_SUFFIX = 20
@@ -299,7 +299,7 @@ def build_lab_json(
             "revoked": certificate(pki.revoked),
         },
         "trustlist": {
-            "source": str(root / "trustlist" / "listeblanche.xml"),
+            "source": str(root / LIST_DIR / LIST_FILE),
             "compiled_dir": outside(hospital, "/var/lib/mssante/trustlist"),
             "signer": subject_dn(pki.trustlist_signer.cert),
             "signer_cert": str(pki.trustlist_signer.cert),
