@@ -38,11 +38,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tag", help="1-6 of [a-z0-9] naming namespaces and links (default: from --dir)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(args_list)
-    if args.action == "up":
-        result = world.up(args.dir, args.tag)
-    elif args.action == "down":
-        result = world.down(args.dir, args.tag)
-    else:
-        result = world.status(args.dir)
+    try:
+        if args.action == "up":
+            result = world.up(args.dir, args.tag)
+        elif args.action == "down":
+            result = world.down(args.dir, args.tag)
+        else:
+            result = world.status(args.dir)
+    except world.LabDirError as error:
+        sys.stderr.write(f"python3 -m mssante.lab: {error}\n")
+        return 2
     _print(result, args.json)
     return 0

@@ -79,6 +79,7 @@ class Host:
     anchor: subprocess.Popen[bytes] | None = None
     anchor_pid: int | None = None  # the anchor of a host found again from its JSON description
     keep_base: bool = False  # a lab host's directory is removed by the lab, not by destroy()
+    overlays: tuple[str, ...] = OVERLAYS  # the machine's directories the host gets its own view of
 
     @property
     def fqdn(self) -> str:
@@ -169,7 +170,7 @@ class Host:
         self.mnt_file.touch()
         self.uts_file.touch()
         script = [f"hostname {self.name}"]
-        for lower in OVERLAYS:
+        for lower in self.overlays:
             if not Path(lower).is_dir() or Path(lower).is_symlink():
                 continue
             key = lower.strip("/").replace("/", "_")
@@ -337,10 +338,12 @@ class HostNetwork:
     def bridge_exists(self) -> bool:
         return Path(f"/sys/class/net/{self.bridge}").exists()
 
-    def add_host(self, name: str, base: Path | None = None) -> Host:
+    def add_host(self, name: str, base: Path | None = None, shared: Sequence[str] = ()) -> Host:
         """A new host ``name`` (short, e.g. "hospital") at the next address of the network.
 
-        Its directory is ``base`` (created; kept by ``destroy``) or a fresh one under /var/tmp.
+        Its directory is ``base`` (created; kept by ``destroy``) or a fresh one under /var/tmp;
+        ``shared`` names entries of OVERLAYS the host sees as the machine's (e.g. the one holding
+        ``base``: an overlay's upper layer cannot lie inside its lower one).
         """
         index = len(self.hosts) + 2
         if base is not None:
@@ -353,6 +356,7 @@ class HostNetwork:
             netns=f"mst-{self.tag}-{name}",
             veth=f"mv{self.tag}{index:02d}",
             keep_base=base is not None,
+            overlays=tuple(lower for lower in OVERLAYS if lower not in shared),
         )
         self.hosts.append(host)
         try:

@@ -72,12 +72,22 @@ def default_tag(root: Path) -> str:
     return hashlib.sha256(str(root.absolute()).encode()).hexdigest()[:6]
 
 
-def _check_dir(root: Path) -> None:
-    for overlaid in hosts.OVERLAYS:
-        if root == Path(overlaid) or Path(overlaid) in root.parents:
-            raise ValueError(
-                f"{root}: the lab directory must not be under {overlaid} (overlaid in the hosts)"
-            )
+# A checkout (hence .lab) often lies in a home directory: the hosts then share that one with the
+# machine. Under any other overlaid directory, the lab directory is refused.
+SHAREABLE = ("/root", "/home")
+
+
+class LabDirError(ValueError):
+    """The lab directory cannot hold a lab (it lies under a directory the hosts overlay)."""
+
+
+def _shared_overlays(root: Path) -> tuple[str, ...]:
+    """The overlaid directories holding ``root`` that the hosts must share; LabDirError if not allowed."""
+    holding = [lower for lower in hosts.OVERLAYS if root == Path(lower) or Path(lower) in root.parents]
+    for lower in holding:
+        if lower not in SHAREABLE or root == Path(lower):
+            raise LabDirError(f"{root}: the lab directory must not be under {lower} (overlaid in the hosts)")
+    return tuple(holding)
 
 
 def _load_state(lab: LabDir) -> dict[str, Any] | None:
@@ -156,7 +166,7 @@ def _build_network(lab: LabDir, tag: str) -> HostNetwork:
             base = lab.root / name
             if base.exists():
                 shutil.rmtree(base)
-            network.add_host(name, base=base)
+            network.add_host(name, base=base, shared=_shared_overlays(lab.root))
             _save_state(lab, network)
     except BaseException:
         network.destroy()
@@ -184,7 +194,7 @@ def _ensure_services(network: HostNetwork) -> bool:
 def up(root: Path, tag: str | None = None) -> dict[str, Any]:
     """Build or complete the lab under ``root``; the result says whether anything changed."""
     root = root.absolute()
-    _check_dir(root)
+    _shared_overlays(root)
     lab = LabDir(root)
     root.mkdir(mode=0o755, parents=True, exist_ok=True)
     root.chmod(0o755)
