@@ -150,7 +150,18 @@ def test_sieve_mssante_mailbox_misrouted_to_ordinary_lmtp_sends_nothing(sieve_ho
 
 
 def test_sieve_mssante_lmtp_service_loads_no_plugin(sieve_host: DovecotHost) -> None:
-    """The MSSanté LMTP service overrides mail_plugins for its processes; the ordinary one keeps sieve."""
+    """First line on its own: the MSSanté LMTP service's processes never run Sieve, whoever the
+    recipient. Even an ordinary user (whose userdb does not turn Sieve off) delivered through its socket
+    runs no script: nothing is sent and the message is kept. The service overrides mail_plugins; the
+    ordinary configuration still loads sieve for the ordinary LMTP service (the controls above)."""
+    ordinary_home = sieve_host.base / "ordinary" / ORDINARY_USER
+    _install_script(ordinary_home)
+    marker = uuid.uuid4().hex
+    with smtplib.LMTP(sieve_host.variables["mssante_dovecot_lmtp_socket"]) as lmtp:
+        assert lmtp.sendmail(_sender(marker), [ORDINARY_USER], _message(marker)) == {}
+    # Sieve sends during the delivery, before LMTP answers: nothing to wait for.
+    assert not [call for call in sieve_host.sendmail_calls if marker in call]
+    assert _kept(ordinary_home, marker)
     executable = sieve_host.doveconf("-h", "service/mssante-lmtp/executable").stdout.split()
     assert executable == ["lmtp", "-o", "mail_plugins="], executable
     ordinary = sieve_host.doveconf("-f", "protocol=lmtp", "-h", "mail_plugins").stdout.split()
