@@ -1,18 +1,15 @@
 """Lab and test hosts: each its own network, mount and UTS namespaces, so a role runs against default paths.
 
-A ``HostNetwork`` is a bridge in the root namespace with a 10.x.y.0/24; the root namespace holds
-``gateway`` (.1), so the machine reaches every host and hosts reach servers bound to the gateway. Each
-``Host`` gets a veth (``eth0`` inside, .2, .3, ...), its own hostname, and copy-on-write views of
-/etc, /var/{spool,lib,log,mail,cache,backups}, /run, /opt, /srv, /usr/local, /root and /home: overlays whose
-upper layers live in the host's directory. A host therefore starts as a copy of this machine (Postfix
-and Dovecot installed, not configured) and whatever it writes (/etc/postfix*, spools, /etc/dovecot,
-/etc/mssante, state) stays in it. Names carry a tag, so a running lab is never disturbed by tests.
+A ``HostNetwork`` is a bridge with a 10.x.y.0/24 whose ``gateway`` (.1) is the root namespace's. Each
+``Host`` gets a veth (``eth0`` inside, .2, .3, ...), its own hostname, and copy-on-write overlays of
+the directories in OVERLAYS whose upper layers live in the host's directory: a host starts as a copy
+of this machine (Postfix and Dovecot installed, not configured) and keeps what it writes. Names carry
+a tag, so a running lab is never disturbed by tests.
 
-The mount and UTS namespaces are bind-mounted onto files under the host's directory (``ns/``) and
-the network namespace is ``ip netns``'s, so a host outlives the process that built it: an anchor
-process (``sleep infinity`` in its own session) keeps it visible in /proc, and ``to_json`` /
-``HostNetwork.from_json`` let a later process (``status``, ``down``, a rerun) find it again.
-"""
+The mount and UTS namespaces are bind-mounted onto files under the host's directory (``ns/``) and the
+network namespace is ``ip netns``'s, so a host outlives the process that built it: an anchor process
+(``sleep infinity``, own session) keeps it visible in /proc, and ``to_json`` / ``from_json`` let a
+later process (``status``, ``down``, a rerun) find it again."""
 
 from __future__ import annotations
 
