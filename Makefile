@@ -49,10 +49,10 @@ test-host: deps
 test: lint test-dev test-host
 
 lab: deps
-	$(VENV)/bin/ansible-playbook playbooks/lab.yml
+	$(VENV)/bin/ansible-playbook -i inventories/lab playbooks/lab.yml
 
 lab-down: deps
-	$(VENV)/bin/ansible-playbook playbooks/lab.yml -e lab_state=absent
+	$(VENV)/bin/ansible-playbook -i inventories/lab playbooks/lab.yml -e lab_state=absent
 
 bench: deps
 	$(PY) -m tests.bench
