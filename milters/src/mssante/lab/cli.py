@@ -3,7 +3,9 @@
 `up` builds (or finds again) the lab's four hosts, its DNS, mail servers, test PKI and signed trust
 list, and writes DIR/lab.json (docs/lab-json.md); `changed` in the JSON output is true only when
 something was created, written or started, so a rerun on a running lab reports no change. `down`
-stops and removes it all; `status` says what runs. `scenario ...` is handed to mssante.lab.scenario.
+stops and removes it all; `status` says what runs. `token --dir DIR MAILBOX` prints a fresh OAuth token
+that the lab's introspection server accepts for the owner of MAILBOX (a hospital MSSanté mailbox).
+`scenario ...` is handed to mssante.lab.scenario.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mssante.lab import world
+from mssante.lab import oauth, world
 
 
 def _print(result: dict[str, Any], as_json: bool) -> None:
@@ -27,17 +29,33 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def _token(root: Path, mailbox: str | None) -> int:
+    if not mailbox:
+        sys.stderr.write("python3 -m mssante.lab token: a MAILBOX is required\n")
+        return 2
+    try:
+        token = oauth.mint(root.absolute(), mailbox)
+    except (OSError, ValueError, oauth.UnknownMailbox) as error:
+        sys.stderr.write(f"python3 -m mssante.lab token: {error}\n")
+        return 2
+    sys.stdout.write(token + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["scenario"]:
         scenario = importlib.import_module("mssante.lab.scenario")
         return int(scenario.main(args_list[1:]))
     parser = argparse.ArgumentParser(prog="python3 -m mssante.lab", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("up", "down", "status", "scenario"))
+    parser.add_argument("action", choices=("up", "down", "status", "token", "scenario"))
     parser.add_argument("--dir", required=True, type=Path, help="the lab directory (e.g. .lab)")
     parser.add_argument("--tag", help="1-6 of [a-z0-9] naming namespaces and links (default: from --dir)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(args_list)
+    parser.add_argument("mailbox", nargs="?", help="token: the hospital mailbox whose owner logs in")
+    args = parser.parse_intermixed_args(args_list)
+    if args.action == "token":
+        return _token(args.dir, args.mailbox)
     try:
         if args.action == "up":
             result = world.up(args.dir, args.tag)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mssante.lab import dns, hosts, servers
+from mssante.lab import dns, hosts, oauth, servers
 from mssante.lab.hosts import Host, HostNetwork
 from mssante.lab.pki import Pki, ensure_pki
 from mssante.lab.system import quiet, run_command
@@ -181,13 +181,14 @@ def _seed(host: Host, network: HostNetwork, pki: Pki, passwords: dict[str, str],
         servers.seed_dovecot(host, mailstore(network, public, passwords))
 
 
-def _ensure_services(network: HostNetwork) -> bool:
+def _ensure_services(lab: LabDir, network: HostNetwork) -> bool:
     changed = False
     for host in network.hosts:
         listen = [host.address]
         changed |= servers.ensure_postfix(host, listen)
         if host.name == "hospital":
             changed |= servers.ensure_dovecot(host, host.address)
+            changed |= oauth.ensure_introspection(host, lab.root)
     return changed
 
 
@@ -221,7 +222,7 @@ def up(root: Path, tag: str | None = None) -> dict[str, Any]:
         changed |= network.hosts[0].add_address(extra)
     server = lab.dns(network)
     changed |= dns.ensure_running(server, dns.write_config(server, zone(network)))
-    changed |= _ensure_services(network)
+    changed |= _ensure_services(lab, network)
     document = build_lab_json(root, network, pki, server, passwords)
     changed |= _write_if_different(lab.lab_json, json.dumps(document, indent=2, sort_keys=True) + "\n")
     return {"changed": changed, "lab_json": str(lab.lab_json), "summary": summary(document), "lab": document}
@@ -280,6 +281,7 @@ def status(root: Path) -> dict[str, Any]:
         }
         if host.name == "hospital":
             report[host.name]["dovecot"] = running and servers.dovecot_pid(host) is not None
+            report[host.name]["introspection"] = running and oauth.introspection_pid(host, root) is not None
     dns_running = lab.dns(network).pid() is not None
     running = dns_running and bool(report) and all(all(item.values()) for item in report.values())
     return {

@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mssante.lab import labjson
+from mssante.lab import labjson, oauth
 from mssante.lab import x509util as xu
 from mssante.lab.dns import DnsServer, Zone
 from mssante.lab.hosts import OVERLAYS, Host, HostNetwork
@@ -36,6 +36,7 @@ ORDINARY_USERS = (("jean.dupont@hopital-a.test", "PER"), ("accueil@hopital-a.tes
 PEER_MAILBOXES = ("dr.durand@clinique-b.mssante.test", "secretariat@clinique-b.mssante.test")
 OTHER_MAILBOXES = ("biologiste@labo-c.mssante.test",)
 INTERNET_MAILBOXES = ("alice@ailleurs.test", "bob@ailleurs.test")
+APP_OWNER = "dpi-app"  # the DPI application's identity (token subject) as owner of its mailbox
 PUBLIC_HOSTS = {"hospital": HOSPITAL_ORDINARY_HOST, "internet": INTERNET_HOST}
 METRICS_URLS = {
     "milter": "http://127.0.0.1:9741/metrics",
@@ -237,9 +238,13 @@ def _hospital(network: HostNetwork, pki: Pki, passwords: dict[str, str]) -> dict
         mssante_domains=[HOSPITAL_DOMAIN],
         internet_domains=[HOSPITAL_INTERNET_DOMAIN],
         mailboxes=[
-            mailbox(f"dr.martin@{HOSPITAL_DOMAIN}", "PER", pki.personal),
-            mailbox(f"secretariat.cardio@{HOSPITAL_DOMAIN}", "ORG"),
-            mailbox(f"dpi@{HOSPITAL_DOMAIN}", "APP", pki.dpi),
+            {**mailbox(f"dr.martin@{HOSPITAL_DOMAIN}", "PER", pki.personal), "owners": [pki.personal.cn]},
+            {**mailbox(f"secretariat.cardio@{HOSPITAL_DOMAIN}", "ORG"), "owners": [pki.personal.cn]},
+            {
+                **mailbox(f"dpi@{HOSPITAL_DOMAIN}", "APP", pki.dpi),
+                "owners": [APP_OWNER],
+                "cert_cns": [pki.dpi.cn],
+            },
         ],
         ordinary_mailboxes=ordinary,
         dovecot_log=outside(hospital, "/var/log/dovecot.log"),
@@ -304,7 +309,7 @@ def build_lab_json(
             "signer": subject_dn(pki.trustlist_signer.cert),
             "signer_cert": str(pki.trustlist_signer.cert),
         },
-        "oauth": {"token_command": None, "introspection_url": None},
+        "oauth": {"token_command": oauth.token_command(root), "introspection_url": oauth.INTROSPECTION_URL},
         "metrics_urls": dict(METRICS_URLS),
         "journal_dir": outside(hospital, "/var/lib/mssante/journal"),
         "milter_config": outside(hospital, "/etc/mssante/mssante.yml"),
