@@ -229,6 +229,38 @@ def test_lab_json_has_the_documented_shape(lab: Lab, pki: Pki) -> None:
     ]
 
 
+def _introspect(lab: Lab, token: str) -> dict[str, Any]:
+    """Ask the lab's introspection server from inside the hospital, as its Dovecot does (mode post)."""
+    script = (
+        "import sys, urllib.parse, urllib.request\n"
+        "body = urllib.parse.urlencode({'token': sys.stdin.read().strip()}).encode()\n"
+        "print(urllib.request.urlopen(sys.argv[1], body, timeout=10).read().decode())\n"
+    )
+    url = lab.doc["oauth"]["introspection_url"]
+    result = subprocess.run(
+        [*lab.host("hospital")["enter"], sys.executable, "-c", script, url],
+        input=token,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return dict(json.loads(result.stdout))
+
+
+def test_auth1_lab_token_command_gives_a_token_the_hospital_introspection_accepts(lab: Lab) -> None:
+    command = lab.doc["oauth"]["token_command"]
+    mailbox = next(box for box in lab.host("hospital")["mailboxes"] if box["type"] == "PER")
+    argv = [item.replace("{mailbox}", mailbox["address"]) for item in command]
+    token = subprocess.run(
+        argv, capture_output=True, text=True, env=ENV, timeout=60, check=True
+    ).stdout.strip()
+    assert len(token) > 3000  # a realistic size (Pro Sante Connect tokens are JWTs of several KB)
+    answer = _introspect(lab, token)
+    assert answer["active"] is True and answer["sub"] == mailbox["owners"][0]
+    assert _introspect(lab, token[:-4] + "AAAA") == {"active": False}  # control: a forged token is not
+
+
 def test_lab_rerun_and_status_change_nothing(lab: Lab) -> None:
     again = _lab("up", lab.dir)
     assert again["changed"] is False
