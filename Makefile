@@ -52,7 +52,7 @@ lab: deps
 	$(VENV)/bin/ansible-playbook -i inventories/lab playbooks/lab.yml
 
 lab-down: deps
-	$(VENV)/bin/ansible-playbook -i inventories/lab playbooks/lab.yml -e lab_state=absent
+	$(VENV)/bin/ansible-playbook -i inventories/lab playbooks/lab.yml -e lab_state=absent --limit localhost
 
 bench: deps
 	$(PY) -m tests.bench

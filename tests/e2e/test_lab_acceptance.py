@@ -99,7 +99,7 @@ def built() -> Iterator[Built]:
         assert (lab_dir / "lab.json").exists(), first.stdout[-6000:] + first.stderr[-3000:]
         yield Built(Lab(lab_dir), first, base)
     finally:
-        lab_playbook(lab_dir, tag, "-e", "lab_state=absent")
+        lab_playbook(lab_dir, tag, "-e", "lab_state=absent", "--limit", "localhost")
         if not os.environ.get("MSSANTE_KEEP_TEST_DIRS"):
             shutil.rmtree(base, ignore_errors=True)
 
