@@ -198,7 +198,6 @@ postmaster_address = postmaster@{store.hostname.split(".", 1)[1]}
 ssl = required
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
 mail_location = maildir:{VMAIL_BASE}/%d/%n
 mail_uid = {MAIL_USER}
 mail_gid = {MAIL_USER}
@@ -227,6 +226,8 @@ def seed_dovecot(host: Host, store: Mailstore) -> None:
     text = auth.read_text()
     text = text.replace("\n!include auth-system.conf.ext", "\n#!include auth-system.conf.ext")
     text = text.replace("\n#!include auth-passwdfile.conf.ext", "\n!include auth-passwdfile.conf.ext")
+    # Here, not in local.conf (read after conf.d/): a conversion appends its mechanisms in conf.d/99-*.
+    text = text.replace("\nauth_mechanisms = plain\n", "\nauth_mechanisms = plain login\n")
     auth.write_text(text)
     # auth-passwdfile.conf.ext reads /etc/dovecot/users (scheme CRYPT: {PLAIN} prefixes are honoured).
     users = etc / "users"
