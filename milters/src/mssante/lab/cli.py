@@ -5,7 +5,9 @@ list, and writes DIR/lab.json (docs/lab-json.md); `changed` in the JSON output i
 something was created, written or started, so a rerun on a running lab reports no change. `down`
 stops and removes it all; `status` says what runs. `token --dir DIR MAILBOX` prints a fresh OAuth token
 that the lab's introspection server accepts for the owner of MAILBOX (a hospital MSSanté mailbox).
-`scenario ...` is handed to mssante.lab.scenario.
+`seed-revoked --dir DIR` seeds the PKI's revoked certificate into the converted hospital as one the
+peer served earlier and runs the revocation job (mssante.lab.revocation). `scenario ...` is handed to
+mssante.lab.scenario.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mssante.lab import oauth, world
+from mssante.lab import oauth, revocation, world
 
 
 def _print(result: dict[str, Any], as_json: bool) -> None:
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenario = importlib.import_module("mssante.lab.scenario")
         return int(scenario.main(args_list[1:]))
     parser = argparse.ArgumentParser(prog="python3 -m mssante.lab", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("up", "down", "status", "token", "scenario"))
+    parser.add_argument("action", choices=("up", "down", "status", "token", "seed-revoked", "scenario"))
     parser.add_argument("--dir", required=True, type=Path, help="the lab directory (e.g. .lab)")
     parser.add_argument("--tag", help="1-6 of [a-z0-9] naming namespaces and links (default: from --dir)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -56,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(args_list)
     if args.action == "token":
         return _token(args.dir, args.mailbox)
+    if args.action == "seed-revoked":
+        return revocation.main(args.dir)
     try:
         if args.action == "up":
             result = world.up(args.dir, args.tag)
