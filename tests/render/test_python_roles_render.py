@@ -47,6 +47,16 @@ def _to_bool(value: Any) -> bool:
     return bool(value)
 
 
+class _NotYet(Exception):
+    """A value still holds a template: resolve it at a later pass (Ansible resolves lazily)."""
+
+
+def _from_json(text: str) -> Any:
+    if "{{" in text or "{%" in text:
+        raise _NotYet
+    return json.loads(text)
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, keep_trailing_newline=True)
     env.filters.update(FILTERS)
@@ -55,6 +65,8 @@ def _environment() -> jinja2.Environment:
             "bool": _to_bool,
             "quote": lambda s: shlex.quote(str(s)),
             "combine": lambda a, b: {**a, **b},
+            "to_json": json.dumps,
+            "from_json": _from_json,
             "dirname": os.path.dirname,
             "to_nice_json": lambda v, indent=4: json.dumps(
                 v, indent=indent, sort_keys=True, ensure_ascii=False
@@ -75,9 +87,12 @@ def _resolve(value: Any, variables: Mapping[str, Any]) -> Any:
     """Template a value as Ansible does: a lone expression keeps its native type."""
     if isinstance(value, str) and "{{" in value:
         match = SINGLE_EXPRESSION.match(value.strip())
-        if match and "{{" not in match.group(1):
-            return ENV.compile_expression(match.group(1))(**variables)
-        return ENV.from_string(value).render(**variables)
+        try:
+            if match and "{{" not in match.group(1):
+                return ENV.compile_expression(match.group(1))(**variables)
+            return ENV.from_string(value).render(**variables)
+        except _NotYet:
+            return value
     if isinstance(value, list):
         return [_resolve(item, variables) for item in value]
     if isinstance(value, dict):
@@ -548,3 +563,22 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     milter.write_text(milter.read_text().replace("Restart=always", "Restart=sometimes"))
     broken = _analyze(units)
     assert "sometimes" in broken.stdout + broken.stderr
+
+
+def test_tls4_certificate_checker_watches_the_kept_revocation_crls() -> None:
+    """TLS-4: role mssante_monitoring's checker watches each kept CRL under the same label, so that a
+    CRL past its next update raises MssanteCrlExpired; no CRL configured, nothing watched."""
+    crls = [
+        {"ca": "igc_sante_org", "url": "http://crl.example/org.crl"},
+        {"ca": "igc_sante_perso", "url": "/srv/perso.crl", "issuer": "/etc/mssante/tls/perso.pem"},
+    ]
+    variables = role_variables(**INVENTORY, mssante_revocation_crls=crls)
+    assert variables["mssante_revocation_certcheck_crls"] == [
+        {"ca": "igc_sante_org", "crl": "/var/lib/mssante/revocation/crls/igc_sante_org.crl",
+         "issuer": "/etc/mssante/tls/igc-sante-chain.pem"},
+        {"ca": "igc_sante_perso", "crl": "/var/lib/mssante/revocation/crls/igc_sante_perso.crl",
+         "issuer": "/etc/mssante/tls/perso.pem"},
+    ]  # fmt: skip
+    assert role_variables(**INVENTORY)["mssante_revocation_certcheck_crls"] == []
+    monitoring = yaml.safe_load((REPO / "roles" / "mssante_monitoring" / "defaults" / "main.yml").read_text())
+    assert "mssante_revocation_certcheck_crls" in monitoring["mssante_monitoring_certcheck_crls"]
