@@ -1,38 +1,42 @@
 """End to end: convert a realistic ("dirty") hospital Postfix into an MSSanté operator (issue 6).
 
-Each test host is its own mount namespace in which /etc/postfix*, the spools, /var/lib/postfix*,
-/etc/mssante, /var/lib/mssante, /run/mssante and /var/log come from a temporary directory, so the
-playbooks run against the default paths, with the production chroot, exactly as on a hospital host.
+Each hospital is a ``TestHost`` (tests/support/hosts.py): its own mount, network and UTS namespaces
+with copy-on-write /etc, spools, /var/lib, /run and /var/log, so the playbooks and the molecule
+scenarios run against the default paths, with the production chroot, exactly as on a hospital host.
 The ordinary instance and the MSSanté instance are real Postfix instances; the milter on the
 MSSanté instance is a stand-in that refuses by policy (550 5.7.1), as the real one refuses an
-unauthenticated client. Requirements: TRUST-6, TRUST-7, TLS-1, TLS-2, TLS-3, TLS-5, AUTH-3, MSG-3.
+unauthenticated client, except in the uninstall test, which runs the real Python side.
+Requirements: TRUST-6, TRUST-7, TLS-1, TLS-2, TLS-3, TLS-5, AUTH-3, MSG-3.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from tests.support.common import random_loopback, wait_until
+from tests.support.common import make_base_dir, random_loopback, remove_base_dir, run_command, wait_until
+from tests.support.hosts import HostNetwork, TestHost
 
-from mssante.lab.pki import Pki, ensure_pki
+from mssante.lab.pki import Pki
 
 pytestmark = [pytest.mark.devonly, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 HOST_PYTHON = "/usr/bin/python3"
-MOUNTS = (
+SAMPLE_LIST = REPO / "tests" / "data" / "listeblanche-sample.xml"
+# The host's trees a conversion writes (check mode must leave them as they were).
+WATCHED = (
     "/etc/postfix",
     "/etc/postfix-mssante",
     "/var/spool/postfix",
@@ -42,10 +46,9 @@ MOUNTS = (
     "/etc/mssante",
     "/var/lib/mssante",
     "/run/mssante",
-    "/var/log",
 )
-OVERLAID = ("/etc", "/var/lib", "/var/spool", "/run")
-COPIED = ("/etc/postfix", "/var/spool/postfix", "/var/lib/postfix")
+ORDINARY = "127.0.10.1"  # the ordinary instance's address, inside the host's own network namespace
+RELAY = "127.0.10.2"  # its relayhost (never reached)
 LOCAL_DOMAIN = "hopital-a.mssante.test"
 PEER_DOMAIN = "clinique-b.mssante.test"
 MULTI_KEYS = {"multi_instance_wrapper", "multi_instance_enable", "multi_instance_directories"}
@@ -88,6 +91,14 @@ except (OSError, smtplib.SMTPException) as exc:
     steps.append(["ERROR", -1, str(exc)])
 print(json.dumps([[n, c, t.decode("utf-8", "replace") if isinstance(t, bytes) else t] for n, c, t in steps]))
 """
+
+# The plays run by ConvertHost.playbook besides playbooks/*.yml: the Postfix role alone (with a
+# stand-in milter), and the Python side then the Postfix role (site.yml without Dovecot and
+# monitoring, which have their own tests).
+CONVERT_PLAYS = {
+    "convert": ["mssante_postfix"],
+    "convert-all": ["mssante", "mssante_journal", "mssante_trustlist", "mssante_milter", "mssante_postfix"],
+}
 
 DOVECOT_CONF = """\
 base_dir = /run/mssante/dovecot-test
@@ -187,48 +198,23 @@ def postconf_n(text: str) -> dict[str, str]:
 
 
 class ConvertHost:
-    """A hospital host in its own mount namespace, with a dirty ordinary Postfix running."""
+    """A hospital host (a ``TestHost``) with a dirty ordinary Postfix running.
 
-    def __init__(self, base: Path, pki: Pki) -> None:
-        self.base = base
-        self.root = base / "root"
+    The ordinary instance listens on a loopback address of the host, the MSSanté instance gets the
+    host's own network address; ``work`` (under /var/tmp, seen alike inside and outside) holds the
+    inventory, the stand-in milter and Dovecot's configuration.
+    """
+
+    def __init__(self, host: TestHost, work: Path, pki: Pki) -> None:
+        self.host = host
+        self.work = work
         self.pki = pki
-        self.ordinary = random_loopback()
-        self.address = random_loopback()
-        self.relay = random_loopback()
-        self.holder: subprocess.Popen[bytes] | None = None
+        self.ordinary = ORDINARY
+        self.address = host.address
+        self.relay = RELAY
         self.milter: subprocess.Popen[bytes] | None = None
         self.extra_vars: dict[str, Any] = {}
-
-    # --- namespace -------------------------------------------------------------------------
-    def start(self) -> None:
-        """Enter fresh namespaces; mount points live on overlays so the machine's tree is never touched.
-
-        A bind mount on a directory of the machine's own tree is detached when anything outside
-        removes that directory; overlays of /etc, /var/lib, /var/spool and /run keep the mount
-        points private to this host.
-        """
-        for mount in MOUNTS:
-            (self.root / mount.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        for mount in COPIED:
-            subprocess.run(["cp", "-a", f"{mount}/.", str(self.root / mount.lstrip("/"))], check=True)
-        (self.root / "etc/postfix/main.cf").unlink(missing_ok=True)
-        self.holder = subprocess.Popen(
-            ["unshare", "-m", "-n", "--propagation", "private", "sleep", "infinity"]
-        )
-        own = os.readlink("/proc/self/ns/mnt")
-        wait_until(lambda: os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != own, 10, "mount namespace")
-        for parent in OVERLAID:
-            layer = self.base / "overlay" / parent.strip("/").replace("/", "_")
-            (layer / "upper").mkdir(parents=True)
-            (layer / "work").mkdir()
-            options = f"lowerdir={parent},upperdir={layer / 'upper'},workdir={layer / 'work'}"
-            self.run(["mount", "-t", "overlay", "overlay", "-o", options, parent])
-        for mount in MOUNTS:
-            self.run(["mkdir", "-p", mount])
-            self.run(["mount", "--bind", str(self.root / mount.lstrip("/")), mount])
-        self.run(["ip", "link", "set", "lo", "up"])
-        for address in (self.ordinary, self.address, self.relay):
+        for address in (self.ordinary, self.relay):
             self.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"])
 
     def run(
@@ -239,40 +225,19 @@ class ConvertHost:
         timeout: float = 120,
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        assert self.holder is not None
-        full = ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--", *argv]
-        environ = dict(os.environ, **(env or {}))
-        result = subprocess.run(
-            full, capture_output=True, text=True, check=False, timeout=timeout, env=environ
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"{argv} failed ({result.returncode}): {result.stdout}{result.stderr}")
-        return result
+        return self.host.run(argv, check=check, timeout=timeout, env=env)
 
-    def popen(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        assert self.holder is not None
-        return subprocess.Popen(
-            ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--", *argv],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def fs(self, path: str) -> Path:
+        return self.host.fs(path)
 
     def close(self) -> None:
         if self.milter:
             self.milter.kill()
             self.milter.wait()
-        if self.holder:
-            for conf in ("/etc/postfix-mssante", "/etc/postfix"):
-                self.run(["postfix", "-c", conf, "stop"], check=False)
-            self.run(["doveadm", "-c", str(self.base / "dovecot.conf"), "stop"], check=False)
-            self.holder.kill()
-            self.holder.wait()
-        if not os.environ.get("MSSANTE_KEEP_TEST_DIRS"):
-            shutil.rmtree(self.base, ignore_errors=True)
 
     # --- the hospital as found -------------------------------------------------------------
     def write(self, path: str, text: str, mode: int = 0o644) -> Path:
-        target = self.root / path.lstrip("/")
+        target = self.fs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         target.chmod(mode)
@@ -286,20 +251,24 @@ class ConvertHost:
         for name in ("transport", "relay_domains", "virtual"):
             self.run(["postmap", f"hash:/etc/postfix/{name}"])
         self.run(["postalias", "hash:/etc/postfix/aliases"])
+        self.fs("/var/spool/postfix/etc").mkdir(parents=True, exist_ok=True)
         for name in ("resolv.conf", "hosts", "services", "nsswitch.conf", "host.conf", "localtime"):
-            if Path("/etc", name).exists():
-                shutil.copy(Path("/etc", name), self.root / "var/spool/postfix/etc" / name)
+            if self.fs(f"/etc/{name}").exists():
+                shutil.copy(self.fs(f"/etc/{name}"), self.fs(f"/var/spool/postfix/etc/{name}"))
         self.run(["postfix", "-c", "/etc/postfix", "start"])
         wait_until(lambda: self.answers(self.ordinary), 30, "the ordinary instance")
 
-    def mssante_inputs(self) -> None:
-        tls = self.root / "etc/mssante/tls"
+    def mssante_inputs(self, trustlist: bool = True) -> None:
+        """The operator certificate, key and IGC chain; with ``trustlist``, a compiled stand-in list."""
+        tls = self.fs("/etc/mssante/tls")
         tls.mkdir(parents=True, exist_ok=True)
         shutil.copy(self.pki.hospital.fullchain, tls / "operator.crt")
         shutil.copy(self.pki.hospital.key, tls / "operator.key")
         (tls / "operator.key").chmod(0o600)
         shutil.copy(self.pki.chain, tls / "igc-sante-chain.pem")
-        gen = self.root / "var/lib/mssante/trustlist/gen-1"
+        if not trustlist:
+            return
+        gen = self.fs("/var/lib/mssante/trustlist/gen-1")
         gen.mkdir(parents=True, exist_ok=True)
         (gen / "transport").write_text(f"{PEER_DOMAIN} mssante:[{random_loopback()}]:25\n")
         (gen / "tls_policy").write_text(f"{PEER_DOMAIN} secure match=mx.clinique-b.test\n")
@@ -308,32 +277,27 @@ class ConvertHost:
         (gen.parent / "current").symlink_to("gen-1")
 
     def start_milter(self) -> None:
-        sock_dir = self.root / "var/spool/postfix-mssante/mssante"
+        sock_dir = self.fs("/var/spool/postfix-mssante/mssante")
         sock_dir.mkdir(parents=True, exist_ok=True)
-        script = self.base / "stub_milter.py"
+        script = self.work / "stub_milter.py"
         script.write_text(STUB_MILTER)
-        self.milter = self.popen(
-            [HOST_PYTHON, str(script), "unix:/var/spool/postfix-mssante/mssante/milter.sock"]
+        self.milter = self.host.popen(
+            [HOST_PYTHON, str(script), "unix:/var/spool/postfix-mssante/mssante/milter.sock"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until((sock_dir / "milter.sock").exists, 15, "the stand-in milter")
 
     def start_dovecot(self) -> None:
         """Dovecot's SASL and LMTP sockets under the queue directory (stand-in for mssante_dovecot)."""
-        private = self.root / "var/spool/postfix-mssante/private"
+        private = self.fs("/var/spool/postfix-mssante/private")
         private.mkdir(parents=True, exist_ok=True)
         shutil.chown(private, "postfix", "root")
         private.chmod(0o700)
-        conf = self.base / "dovecot.conf"
+        conf = self.work / "dovecot.conf"
         conf.write_text(DOVECOT_CONF)
-        self.popen(["dovecot", "-c", str(conf)]).wait(timeout=30)
+        self.run(["dovecot", "-c", str(conf)], timeout=30)
         wait_until((private / "dovecot-auth").exists, 15, "Dovecot's auth socket")
-
-    def stop_milter(self) -> None:
-        if self.milter:
-            self.milter.kill()
-            self.milter.wait()
-            self.milter = None
-        (self.root / "var/spool/postfix-mssante/mssante/milter.sock").unlink(missing_ok=True)
 
     # --- probes, run inside the host's namespaces ------------------------------------------
     def probe(
@@ -400,17 +364,32 @@ class ConvertHost:
         variables.update(self.extra_vars)
         variables.update(extra or {})
         inventory = {"all": {"children": {"mssante": {"hosts": {"localhost": variables}}}}}
-        path = self.base / "hosts.yml"
+        path = self.work / "hosts.yml"
         path.write_text(yaml.safe_dump(inventory))
         return path
+
+    def with_python_side(self) -> None:
+        """Inputs of the Python-side roles: a snapshot of milters/ to build from, the sample list."""
+        source = self.work / "milters"
+        shutil.copytree(
+            REPO / "milters", source, ignore=shutil.ignore_patterns(".*", "__pycache__", "*.egg-info")
+        )
+        self.extra_vars.update(
+            {
+                "mssante_wheel_source_dir": str(source),
+                "mssante_trustlist_source": str(SAMPLE_LIST),
+                "mssante_trustlist_require_signature": False,
+            }
+        )
 
     def playbook(
         self, name: str, *args: str, extra: Mapping[str, Any] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        if name == "convert":
-            path = self.base / "convert.yml"
+        """Run ``playbooks/<name>.yml``, or one of CONVERT_PLAYS, inside the host."""
+        if name in CONVERT_PLAYS:
+            path = self.work / f"{name}.yml"
             path.write_text(
-                "- name: Convert\n  hosts: mssante\n  gather_facts: false\n  roles: [mssante_postfix]\n"
+                f"- name: Convert\n  hosts: mssante\n  gather_facts: true\n  roles: {CONVERT_PLAYS[name]}\n"
             )
         else:
             path = REPO / "playbooks" / f"{name}.yml"
@@ -422,7 +401,34 @@ class ConvertHost:
             "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
         }
         argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory(extra)), str(path), *args]
-        return self.run(argv, check=False, timeout=600, env=env)
+        return self.run(argv, check=False, timeout=900, env=env)
+
+    def molecule(self, scenario: str) -> subprocess.CompletedProcess[str]:
+        """``molecule test -s scenario`` inside the host (molecule/resources/group_vars/all.yml)."""
+        env = {
+            "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+            "MSSANTE_MOLECULE_ADDRESS": self.address,
+            "MSSANTE_MOLECULE_ORDINARY": self.ordinary,
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "MOLECULE_NO_LOG": "false",
+            "HOME": str(self.work),
+        }
+        argv = ["molecule", "test", "-s", scenario]
+        return self.host.run(argv, check=False, timeout=900, env=env, cwd=str(REPO))
+
+    def snapshot(self, trees: Sequence[str] = WATCHED) -> dict[str, dict[str, str]]:
+        return {tree: snapshot(self.fs(tree)) if self.fs(tree).exists() else {} for tree in trees}
+
+
+def changed_tasks(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The names of the tasks a run reports as changed."""
+    tasks, task = [], ""
+    for line in result.stdout.splitlines():
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith("changed:") and task not in tasks:
+            tasks.append(task)
+    return tasks
 
 
 def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
@@ -431,31 +437,17 @@ def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
     return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups()), strict=True))
 
 
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    directory = Path(tempfile.mkdtemp(prefix="mssante-convert-pki-", dir="/var/tmp"))
-    yield ensure_pki(directory)
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def _new_host(pki: Pki) -> ConvertHost:
-    base = Path(tempfile.mkdtemp(prefix="mssante-convert-", dir="/var/tmp"))
-    base.chmod(0o755)
-    host = ConvertHost(base, pki)
-    try:
-        host.start()
-        host.dirty_ordinary()
-        host.mssante_inputs()
-        host.start_dovecot()
-    except BaseException:
-        host.close()
-        raise
-    return host
+def _prepare(host: TestHost, work: Path, pki: Pki, trustlist: bool = True) -> ConvertHost:
+    convert = ConvertHost(host, work, pki)
+    convert.dirty_ordinary()
+    convert.mssante_inputs(trustlist)
+    convert.start_dovecot()
+    return convert
 
 
 @pytest.fixture
-def fresh_host(pki: Pki) -> Iterator[ConvertHost]:
-    host = _new_host(pki)
+def fresh_host(host_factory: Callable[[str], TestHost], base_dir: Path, pki: Pki) -> Iterator[ConvertHost]:
+    host = _prepare(host_factory("hospital"), base_dir, pki)
     try:
         yield host
     finally:
@@ -465,11 +457,14 @@ def fresh_host(pki: Pki) -> Iterator[ConvertHost]:
 @pytest.fixture(scope="module")
 def converted(pki: Pki) -> Iterator[tuple[ConvertHost, dict[str, Any]]]:
     """A host converted once; ``before`` holds what the ordinary instance looked like."""
-    host = _new_host(pki)
+    network = HostNetwork.create()
+    work = make_base_dir("convert")
+    host: ConvertHost | None = None
     try:
+        host = _prepare(network.add_host("hospital"), work, pki)
         before = {
             "postconf": postconf_n(host.run(["postconf", "-c", "/etc/postfix", "-n"]).stdout),
-            "files": snapshot(host.root / "etc/postfix"),
+            "files": snapshot(host.fs("/etc/postfix")),
         }
         host.start_milter()
         # Short queue timers, so that the test sees a deferred message retried within seconds.
@@ -481,7 +476,10 @@ def converted(pki: Pki) -> Iterator[tuple[ConvertHost, dict[str, Any]]]:
         before["first"] = first
         yield host, before
     finally:
-        host.close()
+        if host is not None:
+            host.close()
+        network.destroy()
+        remove_base_dir(work)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,12 +508,12 @@ def test_ordinary_postconf_differs_only_in_multi_instance_keys_and_claims(
         d for d in re.split(r"[\s,]+", before["postconf"]["mydestination"]) if d != LOCAL_DOMAIN
     ]
     assert after["multi_instance_directories"] == "/etc/postfix-mssante"
-    files = snapshot(host.root / "etc/postfix")
+    files = snapshot(host.fs("/etc/postfix"))
     touched = {k for k in set(files) | set(before["files"]) if files.get(k) != before["files"].get(k)}
     assert touched == {"main.cf", "transport", "transport.db", "relay_domains", "relay_domains.db"}
-    transport = (host.root / "etc/postfix/transport").read_text()
+    transport = host.fs("/etc/postfix/transport").read_text()
     assert LOCAL_DOMAIN not in transport and "labo.example" in transport
-    assert "partner.example" in (host.root / "etc/postfix/relay_domains").read_text()
+    assert "partner.example" in host.fs("/etc/postfix/relay_domains").read_text()
 
 
 def test_ordinary_still_relays_internet_mail(converted: tuple[ConvertHost, dict[str, Any]]) -> None:
@@ -568,7 +566,7 @@ def test_tls1_tls5_listeners_require_tls_and_milter_decides(
 
 
 def _log_has(host: ConvertHost, pattern: str) -> bool:
-    log = host.root / "var/log/postfix-mssante.log"
+    log = host.fs("/var/log/postfix-mssante.log")
     return bool(log.exists() and re.search(pattern, log.read_text(errors="replace")))
 
 
@@ -618,14 +616,14 @@ def test_trust7_domain_removed_while_queued_bounced(converted: tuple[ConvertHost
         90,
         "the deferral",
     )
-    gen = host.root / "var/lib/mssante/trustlist/gen-2"
+    gen = host.fs("/var/lib/mssante/trustlist/gen-2")
     gen.mkdir()
     (gen / "transport").write_text("# empty trust list\n")
     (gen / "tls_policy").write_text("# empty trust list\n")
     for name in ("transport", "tls_policy"):
         host.run(["postmap", f"hash:/var/lib/mssante/trustlist/gen-2/{name}"])
-    (host.root / "var/lib/mssante/trustlist/next").symlink_to("gen-2")
-    (host.root / "var/lib/mssante/trustlist/next").rename(host.root / "var/lib/mssante/trustlist/current")
+    host.fs("/var/lib/mssante/trustlist/next").symlink_to("gen-2")
+    host.fs("/var/lib/mssante/trustlist/next").rename(host.fs("/var/lib/mssante/trustlist/current"))
     host.run(["postfix", "-c", "/etc/postfix-mssante", "reload"])  # no pickup: postqueue -f is not available
     wait_until(
         lambda: _log_has(host, r"to=<dr\.durand@.*status=bounced \(domain not in the MSSanté trust space\)"),
@@ -662,7 +660,7 @@ def test_convert_idempotent(converted: tuple[ConvertHost, dict[str, Any]]) -> No
 def test_check_mode_changes_nothing_and_shows_diff(fresh_host: ConvertHost) -> None:
     """--check --diff shows the real diff and changes no file."""
     host = fresh_host
-    before = snapshot(host.root, skip=("var/log",))
+    before = host.snapshot()
     result = host.playbook("convert", "--check", "--diff")
     assert recap(result)["failed"] == 0, result.stdout[-6000:]
     assert "+default_transport = error:domain not in the MSSanté trust space" in result.stdout
@@ -670,56 +668,42 @@ def test_check_mode_changes_nothing_and_shows_diff(fresh_host: ConvertHost) -> N
         re.search(r"(?m)^-mydestination = .*$", result.stdout)
         or "-    hopital-a.test, " + LOCAL_DOMAIN in result.stdout
     )
-    assert snapshot(host.root, skip=("var/log",)) == before
+    assert host.snapshot() == before
 
 
 # ---------------------------------------------------------------------------------------------
-# Fault injection: each leaves every original file byte-identical and Postfix serving
+# Molecule: the `default` scenario (converge, idempotence, verify against the requirements) and
+# the fault-injection scenarios, each leaving every original file byte-identical and Postfix
+# serving (molecule/resources/fault/verify.yml)
 # ---------------------------------------------------------------------------------------------
 
 
-def _assert_untouched(
-    host: ConvertHost, before: dict[str, str], result: subprocess.CompletedProcess[str]
+def test_molecule_default_scenario_trust7_tls1_tls3_tls5(fresh_host: ConvertHost) -> None:
+    """Molecule's default scenario converges the dirty host, proves idempotence and verifies."""
+    fresh_host.start_milter()
+    result = fresh_host.molecule("default")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "milter"),
+    [
+        pytest.param("fault-bad-value", True, id="tls1-bad-value-fails-validation"),
+        pytest.param("fault-cert-key-mismatch", True, id="tls3-certificate-not-matching-key"),
+        pytest.param("fault-dead-milter", False, id="dead-milter-rolls-back"),
+    ],
+)
+def test_molecule_fault_scenario_leaves_ordinary_untouched(
+    fresh_host: ConvertHost, scenario: str, milter: bool
 ) -> None:
-    assert recap(result)["failed"] == 1, result.stdout[-6000:]
-    assert snapshot(host.root / "etc/postfix") == before
-    assert not (host.root / "etc/postfix-mssante/main.cf").exists()
-    assert host.answers(host.ordinary)
-    assert not host.answers(host.address)
-
-
-def test_fault_bad_value_fails_validation(fresh_host: ConvertHost) -> None:
-    """TLS-1: an inventory weakening a sealed setting fails validation; nothing goes live."""
-    host = fresh_host
-    host.start_milter()
-    before = snapshot(host.root / "etc/postfix")
-    result = host.playbook(
-        "convert", extra={"mssante_postfix_main": [{"name": "smtpd_tls_security_level", "value": "may"}]}
-    )
-    assert "nothing went live" in result.stdout
-    _assert_untouched(host, before, result)
-
-
-def test_fault_certificate_not_matching_key(fresh_host: ConvertHost) -> None:
-    """TLS-3: a certificate that does not match its key is refused before anything changes."""
-    host = fresh_host
-    host.start_milter()
-    shutil.copy(host.pki.peer.key, host.root / "etc/mssante/tls/operator.key")
-    before = snapshot(host.root / "etc/postfix")
-    result = host.playbook("convert")
-    assert "does not match the key" in result.stdout
-    _assert_untouched(host, before, result)
-
-
-def test_fault_dead_milter_rolls_back(fresh_host: ConvertHost) -> None:
-    """A milter that does not answer makes the smoke test see 4xx: the rollback restores everything."""
-    host = fresh_host
-    before = snapshot(host.root / "etc/postfix")
-    result = host.playbook("convert")
-    assert "Every touched file was restored" in result.stdout, result.stdout[-6000:]
-    # a 4xx (STARTTLS or MAIL, depending on where smtpd meets the dead milter) fails the smoke test
-    assert re.search(r"smoke test failed\S*:? .*\b4\d\d 4\.\d+\.\d+", result.stdout), result.stdout[-6000:]
-    _assert_untouched(host, before, result)
+    """A real fault stops the conversion for its own reason (checked by the scenario's converge,
+    the control) and the ordinary instance's files stay byte-identical, still serving, with no
+    MSSanté instance live (its verify). TLS-1, TLS-3."""
+    if milter:
+        fresh_host.start_milter()
+    result = fresh_host.molecule(scenario)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
+    assert "Stopped as expected" in result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -730,54 +714,83 @@ def test_fault_dead_milter_rolls_back(fresh_host: ConvertHost) -> None:
 def test_rollback_playbook_restores_latest_backup(fresh_host: ConvertHost) -> None:
     host = fresh_host
     host.start_milter()
-    before = snapshot(host.root / "etc/postfix")
+    before = snapshot(host.fs("/etc/postfix"))
     assert recap(host.playbook("convert"))["failed"] == 0
     assert host.answers(host.address)
     result = host.playbook("rollback")
     assert recap(result)["failed"] == 0, result.stdout[-6000:]
-    assert snapshot(host.root / "etc/postfix") == before
+    assert snapshot(host.fs("/etc/postfix")) == before
     assert host.answers(host.ordinary)
     assert not host.answers(host.address)
 
 
-def test_uninstall_removes_instance_keeps_journal(fresh_host: ConvertHost) -> None:
-    host = fresh_host
-    host.start_milter()
-    assert recap(host.playbook("convert"))["failed"] == 0
-    journal = host.write("/var/lib/mssante/journal/segment-000001", "leaves\n")
-    key = host.write("/etc/mssante/journal/signing.key", "key\n", 0o600)
-    result = host.playbook("uninstall")
-    assert recap(result)["failed"] == 0, result.stdout[-6000:]
-    assert journal.exists() and key.exists()
-    assert not any((host.root / "etc/postfix-mssante").iterdir())
-    assert not any((host.root / "var/spool/postfix-mssante").iterdir())
-    n = postconf_n(host.run(["postconf", "-c", "/etc/postfix", "-n"]).stdout)
-    assert not MULTI_KEYS & set(n)
-    assert host.answers(host.ordinary)
-    assert not host.answers(host.address)
+def _mssante_processes(host: ConvertHost) -> list[str]:
+    """Command lines of the host's processes that run the MSSanté Python side."""
+    pids = run_command(["ip", "netns", "pids", host.host.netns]).stdout.split()
+    found = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if "/opt/mssante" in cmdline:
+                found.append(cmdline)
+    return found
 
 
-# ---------------------------------------------------------------------------------------------
-# Molecule: the `default` scenario (converge, idempotence, verify against the requirements)
-# ---------------------------------------------------------------------------------------------
+@pytest.mark.timeout(1800)
+def test_uninstall_removes_instance_and_services_keeps_journal(
+    host_factory: Callable[[str], TestHost], base_dir: Path, pki: Pki
+) -> None:
+    """After a conversion with the real Python side (milter, journal owner, trust-list refresh under
+    supervisor), uninstall stops and removes the instance and every service, leaves no process,
+    keeps the journal and its keys (which still verify) and says so; the ordinary instance serves
+    on; a second uninstall changes nothing. TRACE-1 (the journal outlives the operator)."""
+    host = _prepare(host_factory("hospital"), base_dir, pki, trustlist=False)
+    try:
+        host.with_python_side()
+        converted = host.playbook("convert-all")
+        assert recap(converted)["failed"] == 0, converted.stdout[-8000:]
+        assert host.answers(host.address)
+        assert len(_mssante_processes(host)) >= 4  # control: the services run before
+        programs = sorted(p.name for p in host.fs("/etc/supervisor/conf.d").glob("mssante-*.conf"))
+        assert len(programs) >= 4, programs
 
+        # The configuration trees only: the running journal owner writes its checkpoints meanwhile.
+        trees = ("/etc/postfix", "/etc/postfix-mssante", "/etc/mssante", "/etc/supervisor")
+        trees += ("/opt/mssante/libexec",)
+        before = host.snapshot(trees)
+        preview = host.playbook("uninstall", "--check", "--diff")
+        assert recap(preview)["failed"] == 0, preview.stdout[-8000:]
+        assert recap(preview)["changed"] > 0  # control: it found what to remove
+        assert host.snapshot(trees) == before and len(_mssante_processes(host)) >= 4
 
-def test_molecule_default_scenario_trust7_tls1_tls3_tls5(fresh_host: ConvertHost) -> None:
-    """Molecule's default scenario converges the dirty host, proves idempotence and verifies."""
-    host = fresh_host
-    host.start_milter()
-    env = {
-        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-        "MSSANTE_MOLECULE_ADDRESS": host.address,
-        "MSSANTE_MOLECULE_ORDINARY": host.ordinary,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "MOLECULE_NO_LOG": "false",
-        "HOME": str(host.base),
-    }
-    result = host.run(
-        ["sh", "-c", f"cd {REPO} && molecule test -s default"], check=False, timeout=900, env=env
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
+        result = host.playbook("uninstall")
+        assert recap(result)["failed"] == 0, result.stdout[-8000:]
+        kept = "Kept: the journal and its keys: /var/lib/mssante/journal, /etc/mssante/journal/signing.key"
+        assert kept in result.stdout, result.stdout[-4000:]
+        assert not list(host.fs("/etc/supervisor/conf.d").glob("mssante-*.conf"))
+        status = host.run(["supervisorctl", "status"], check=False).stdout
+        assert "mssante" not in status, status
+        assert _mssante_processes(host) == []
+        for gone in ("/etc/postfix-mssante", "/var/spool/postfix-mssante", "/var/lib/mssante/trustlist"):
+            assert not host.fs(gone).exists() or not any(host.fs(gone).iterdir()), gone
+        assert any(host.fs("/var/lib/mssante/journal").iterdir())
+        assert host.fs("/etc/mssante/journal/signing.key").exists()
+        verify = [
+            "/opt/mssante/bin/mssante-journal", "verify", "--dir", "/var/lib/mssante/journal",
+            "--public-key", "/etc/mssante/journal/signing.pub",
+        ]  # fmt: skip
+        host.run(verify)
+        n = postconf_n(host.run(["postconf", "-c", "/etc/postfix", "-n"]).stdout)
+        assert not MULTI_KEYS & set(n)
+        assert host.answers(host.ordinary)
+        assert not host.answers(host.address)
+
+        again = host.playbook("uninstall")
+        assert recap(again) | {"ok": 0} == {"ok": 0, "changed": 0, "unreachable": 0, "failed": 0}, (
+            changed_tasks(again)
+        )
+    finally:
+        host.close()
 
 
 def test_audit_after_conversion_passes_the_postfix_requirements(
@@ -786,7 +799,7 @@ def test_audit_after_conversion_passes_the_postfix_requirements(
     """The read-only audit agrees with the conversion (issue 11): every must-pass ID that the Postfix
     role is responsible for passes. TRUST-1/3/8 belong to the trust-list role, not run here."""
     host, _ = converted
-    report = host.base / "audit"
+    report = host.work / "audit"
     result = host.playbook("audit", "-e", f"mssante_audit_report_dir={report}")
     assert recap(result)["failed"] == 0, result.stdout[-4000:]
     checks = {
