@@ -174,18 +174,13 @@ DIRTY_MAPS = {
 }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def snapshot(root: Path, skip: Sequence[str] = ()) -> dict[str, str]:
-    """SHA-256 of every regular file under ``root`` (relative names), minus the ``skip`` prefixes."""
-    result = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_file() and not path.is_symlink() and not any(rel.startswith(s) for s in skip):
-            result[rel] = _sha256(path)
-    return result
+def snapshot(root: Path) -> dict[str, str]:
+    """SHA-256 of every regular file under ``root`` (relative names)."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
 
 
 def postconf_n(text: str) -> dict[str, str]:
