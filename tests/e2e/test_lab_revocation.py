@@ -5,16 +5,22 @@ same steps as `playbooks/lab.yml`: `python3 -m mssante.lab up`, `playbooks/site.
 then `python3 -m mssante.lab seed-revoked`, which seeds the PKI's revoked certificate (the peer's CN)
 as one the peer served earlier with `mssante-revocation learn --seed` and runs the revocation job. The
 revocation CRLs are the lab PKI's (file:// URLs), also listed for the certificate checker.
-Peers connect from the peer host over real SMTP with mutual TLS.
+Peers connect from the peer host over real SMTP with mutual TLS. The same converted lab also shows
+the lab's OAuth side end to end (AUTH-1): a token from `oauth.token_command` logs the mailbox's owner in
+on the hospital's MSSanté IMAP listener through its Dovecot and the lab's introspection server.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import imaplib
 import json
 import os
 import re
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -339,3 +345,33 @@ def test_tls4_lab_crl_failing_verification_is_reported_and_not_trusted(lab: Lab)
     finally:
         source.write_bytes(original)
     assert lab.revocation("run").returncode == 0  # control: the genuine CRL verifies
+
+
+def _xoauth2_login(lab: Lab, user: str, token: str) -> str:
+    """XOAUTH2 on the hospital's MSSante IMAP listener (STARTTLS, its chain verified); the answer."""
+    context = ssl.create_default_context(cafile=lab.doc["pki"]["ca_chain"])
+    context.check_hostname = False  # reached by address; the chain is IGC-Sante's
+    client = imaplib.IMAP4(lab.host("hospital")["address"], 143, timeout=30)
+    try:
+        client.starttls(ssl_context=context)
+        payload = f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
+        try:
+            client.authenticate("XOAUTH2", lambda _challenge: payload)
+        except imaplib.IMAP4.error as refused:
+            return f"NO {refused}"
+        status, _ = client.select("INBOX")
+        return f"OK {status}"
+    finally:
+        with contextlib.suppress(imaplib.IMAP4.error, OSError):
+            client.logout()
+
+
+def test_auth1_lab_token_command_logs_the_owner_in_over_imap(lab: Lab) -> None:
+    mailbox = next(box for box in lab.host("hospital")["mailboxes"] if box["type"] == "PER")
+    argv = [item.replace("{mailbox}", mailbox["address"]) for item in lab.doc["oauth"]["token_command"]]
+    token = _run(argv, 60).stdout.strip()
+    assert len(token) > 3000
+    owner = mailbox["owners"][0]
+    assert _xoauth2_login(lab, owner, token) == "OK OK"
+    forged = token[:-8] + base64.urlsafe_b64encode(b"forged").decode()[:8]
+    assert _xoauth2_login(lab, owner, forged).startswith("NO")  # control: introspection decides
