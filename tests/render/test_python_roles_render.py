@@ -193,6 +193,25 @@ def test_config_paths_follow_the_path_variables() -> None:
     assert config["milter"]["trustlist_dir"] == "/srv/mss/trustlist/current"
 
 
+def test_trace2_config_delivery_section_follows_the_instance(tmp_path: Path) -> None:
+    """The delivery tracker follows the MSSanté instance's own log file and syslog_name."""
+    variables = role_variables(
+        **INVENTORY,
+        mssante_postfix_maillog_file="/var/log/mss/postfix.log",
+        mssante_postfix_instance_name="postfix-mss",
+    )
+    config_file = tmp_path / "mssante.yml"
+    config_file.write_text(render("etc/mssante/mssante.yml.j2", variables))
+    delivery = yaml.safe_load(config_file.read_text())["delivery"]
+    assert delivery["log_file"] == "/var/log/mss/postfix.log"
+    assert delivery["syslog_name"] == "postfix-mss"
+    assert delivery["state_file"] == "/var/lib/mssante/delivery/state.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "milters" / "src")}
+    argv = [sys.executable, "-m", "mssante.delivery", "check-config", str(config_file)]
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _check_config(config: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "milters" / "src")}
     argv = [sys.executable, "-m", "mssante.milter", "check-config", str(config)]
@@ -273,6 +292,7 @@ SERVICE_NAMES = [
     "mssante-journal-verify",
     "mssante-trustlist-refresh",
     "mssante-milter",
+    "mssante-delivery",
     "mssante-revocation",
     "mssante-activity",
     "mssante-dovecot-crl-refresh",
@@ -283,7 +303,7 @@ def test_the_service_list_declares_the_services_and_jobs() -> None:
     names = [v["mssante_service"]["name"] for v in _services()]
     assert names == SERVICE_NAMES
     roles = {v["mssante_service"]["name"]: v["mssante_service"]["role"] for v in _services()}
-    assert roles["mssante-milter"] == "mssante_milter"
+    assert roles["mssante-milter"] == roles["mssante-delivery"] == "mssante_milter"
     assert roles["mssante-trustlist-refresh"] == "mssante_trustlist"
     assert roles["mssante-revocation"] == "mssante_trustlist"  # it probes the compiled list's CNs
     assert roles["mssante-activity"] == roles["mssante-dovecot-crl-refresh"] == "mssante_dovecot"
