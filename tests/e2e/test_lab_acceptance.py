@@ -239,6 +239,28 @@ def test_trust3_peer_bounce_with_null_sender_accepted(lab: Lab) -> None:
     assert refused(control), control
 
 
+def oauth_token(lab: Lab, mailbox: str) -> str:
+    """A token for ``mailbox``'s owner from lab.json's token command (the lab's identity provider)."""
+    command = [part.replace("{mailbox}", mailbox) for part in lab.data["oauth"]["token_command"]]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "milters" / "src"))
+    result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60, env=env)
+    return result.stdout.strip()
+
+
+def test_auth1_personal_mailbox_submits_with_its_oauth_token(lab: Lab) -> None:
+    """A personal mailbox's owner submits on 587 with an OAuth 2 token (XOAUTH2, checked by Dovecot
+    at the hospital's introspection endpoint): sent to the peer; control: a forged token gets 535."""
+    per = lab.mailbox("PER")
+    owner, token = per["owners"][0], oauth_token(lab, per["address"])
+    args = {"server": lab.hospital["address"], "port": 587, "starttls": True, "mail": per["address"]}
+    args["rcpt"] = [PEER_SENDER]
+    answer = smtp(lab, "hospital", xoauth2=[owner, token], subject=lab.marker("acc-oauth"), **args)
+    assert [s[1] for s in answer["steps"] if s[0] == "AUTH"][-1] == 235, answer
+    wait_status(lab, queue_id(answer), "sent")
+    forged = smtp(lab, "hospital", xoauth2=[owner, token[:-4] + "AAAA"], **args)
+    assert forged["steps"][-1][0] == "AUTH" and last_reply(forged)[0] == 535, forged
+
+
 # ---- outside the trust space --------------------------------------------------------------------------
 def test_trust7_hospital_mailbox_to_internet_refused_at_rcpt(lab: Lab) -> None:
     """MSSanté mailbox -> internet: refused at RCPT; control: a trust-space recipient is accepted."""

@@ -32,7 +32,7 @@ WAIT_SECONDS = 60.0
 
 # The clients, run inside a lab host with the standard library only; each prints one JSON answer.
 SMTP_PROBE = r"""
-import json, smtplib, ssl, sys
+import base64, json, smtplib, ssl, sys
 a = json.loads(sys.argv[1]); steps = []; tls = None; helo = a.get("helo", "client.lab.test")
 def step(name, reply):
     text = reply[1].decode("utf-8", "replace") if isinstance(reply[1], bytes) else reply[1]
@@ -52,7 +52,12 @@ try:
             if a.get("cert"):
                 ctx.load_cert_chain(a["cert"], a["key"])
             step("STARTTLS", c.starttls(context=ctx)); tls = c.sock.version(); c.ehlo(helo)
-        if step("MAIL", c.mail(a["mail"])) == 250:
+        authenticated = True
+        if a.get("xoauth2"):  # [login, token]: SASL XOAUTH2 (a failure answers 334 first, then 535)
+            blob = "user=%s\x01auth=Bearer %s\x01\x01" % tuple(a["xoauth2"])
+            code = step("AUTH", c.docmd("AUTH", "XOAUTH2 " + base64.b64encode(blob.encode()).decode()))
+            authenticated = (step("AUTH", c.docmd("")) if code == 334 else code) == 235
+        if authenticated and step("MAIL", c.mail(a["mail"])) == 250:
             codes = [step("RCPT", c.rcpt(r)) for r in a["rcpt"]]
             if a.get("subject") and 250 in codes:
                 s = a["subject"]
