@@ -404,6 +404,10 @@ def test_trace1_unauthenticated_refusals_aggregated_in_the_journal(lab: Lab) -> 
         peer_send(lab, "impostor")  # a refusal after the window closed flushes it
         return aggregated()
 
+    # Two anonymous reasons in one window: a certificate-less peer (25) and an unauthenticated client (587).
+    for port in (25, 587):
+        smtp(lab, "internet", server=lab.hospital["address"], port=port, starttls=True, mail=INTERNET_SENDER,
+             rcpt=[lab.mailbox("PER")["address"]])  # fmt: skip
     found = wait_until(lambda: aggregated() or (time.sleep(5) or poke()), 180, "a refused-aggregate record")
     assert any("peer-cert-missing" in json.dumps(record) for record in found), found
 
