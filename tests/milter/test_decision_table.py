@@ -236,6 +236,16 @@ def test_trace1_anonymous_refusals_are_aggregated_not_journaled_one_by_one(tmp_p
     assert (record["reason"], record["count"]) == ("not-authenticated", 3)
 
 
+def test_trace1_two_reasons_in_one_window_both_aggregated(tmp_path: Path) -> None:
+    """Two reasons counted in the same window give one refused-aggregate record each."""
+    world = World(tmp_path)
+    assert connect(world, port=587)._envfrom(f"<dr.martin@{LOCAL}>") == Milter.REJECT
+    assert connect(world)._envfrom(f"<dr.house@{PEER}>") == Milter.REJECT  # no certificate on 25
+    assert world.aggregator.flush(force=True) == 2
+    reasons = sorted(record["reason"] for record in world.records())
+    assert reasons == ["not-authenticated", "peer-cert-missing"]
+
+
 def test_rcpt_rejected_by_postfix_is_journaled(tmp_path: Path) -> None:
     """TRACE-1: recipients Postfix itself rejected (SMFIP_RCPT_REJ) get a refused record."""
     world = World(tmp_path)

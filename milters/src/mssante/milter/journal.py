@@ -123,7 +123,8 @@ class Aggregator:
         """Append the ended windows (all of them with ``force``); returns how many records."""
         now = self.clock()
         with self._lock:
-            due = sorted(k for k in self._counts if force or k[0] + self.window <= now)
+            ended = (k for k in self._counts if force or k[0] + self.window <= now)
+            due = sorted(ended, key=lambda key: (key[0], key[1].value))
             pending = {k: self._counts.pop(k) for k in due}
         items = list(pending.items())
         for written, ((start, reason), count) in enumerate(items):
