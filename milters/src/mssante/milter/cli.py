@@ -62,6 +62,9 @@ def _flush_loop(aggregator: Aggregator, metrics: Metrics, stop: threading.Event)
         except JournalUnavailable:
             LOG.exception("could not journal aggregated refusals (kept for the next attempt)")
             metrics.error("journal")
+        except Exception:  # a bug must not stop aggregation for the life of the process
+            LOG.exception("aggregated refusals: flush failed")
+            metrics.error("journal")
 
 
 def run(config: MilterConfig) -> int:
