@@ -387,11 +387,6 @@ def test_trace1_journal_verifies_and_holds_the_records_of_the_flows(lab: Lab) ->
         assert "subject" not in record and "body" not in record
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="milter Aggregator.flush sorts (window, Reason) keys: with two reasons in one window the "
-    "Reason enums are compared, TypeError kills the flush thread, no refused-aggregate is written",
-)
 def test_trace1_unauthenticated_refusals_aggregated_in_the_journal(lab: Lab) -> None:
     """Refusals of unauthenticated clients are journaled per window as refused-aggregate records."""
 
