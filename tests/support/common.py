@@ -8,35 +8,17 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-T = TypeVar("T")
+# The lab's own helpers (product code, so `make lab` needs no tests tree), shared with the tests.
+from mssante.lab.system import CommandError, listening, run_command, wait_until  # noqa: F401 (re-exported)
 
 # Servers run under a 0755 directory that the `postfix` and `dovecot` users can traverse
 # (pytest's tmp_path under /tmp/pytest-of-root is 0700).
 BASE_PARENT = Path("/var/tmp")
 KEEP_ENV = "MSSANTE_KEEP_TEST_DIRS"
-
-
-def wait_until(
-    predicate: Callable[[], T | None], timeout: float, what: str | Callable[[], str], interval: float = 0.05
-) -> T:
-    """Poll ``predicate`` until it returns a true value and return it; TimeoutError after ``timeout``.
-
-    ``what`` names what is awaited in the error; a callable is evaluated only then (e.g. a log tail).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            described = what() if callable(what) else what
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {described}")
-        time.sleep(interval)
 
 
 def random_loopback() -> str:
@@ -49,28 +31,6 @@ def free_port(address: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((address, 0))
         return int(sock.getsockname()[1])
-
-
-def _hex_endpoint(address: str, port: int) -> str:
-    packed = socket.inet_aton(address)
-    return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
-
-
-def listening(address: str, port: int, proc_net: Path = Path("/proc/net")) -> bool:
-    """Whether a TCP socket listens on ``address:port`` (or the wildcard) in the netns of ``proc_net``.
-
-    Reads /proc/net/tcp rather than connecting, so a readiness check never opens an SMTP session.
-    """
-    wanted = {_hex_endpoint(address, port), _hex_endpoint("0.0.0.0", port)}
-    try:
-        lines = (proc_net / "tcp").read_text().splitlines()[1:]
-    except OSError:
-        return False
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 3 and fields[3] == "0A" and fields[1] in wanted:  # 0A: LISTEN
-            return True
-    return False
 
 
 class Runner(Protocol):
@@ -94,45 +54,6 @@ class Runner(Protocol):
     def proc_net(self) -> Path:
         """/proc/net of the runner's network namespace."""
         ...
-
-
-class CommandError(RuntimeError):
-    """A command a fixture ran failed; the message carries its output."""
-
-
-def run_command(
-    argv: Sequence[str],
-    *,
-    input: str | None = None,
-    check: bool = True,
-    timeout: float = 60,
-    env: Mapping[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    full_env = None if env is None else {**os.environ, **env}
-    # Output goes to files, not pipes: a daemon started by the command keeps its stdio open.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        completed = subprocess.run(
-            list(argv),
-            input=None if input is None else input.encode(),
-            stdout=out,
-            stderr=err,
-            timeout=timeout,
-            env=full_env,
-            check=False,
-        )
-        out.seek(0)
-        err.seek(0)
-        result = subprocess.CompletedProcess(
-            completed.args,
-            completed.returncode,
-            out.read().decode(errors="replace"),
-            err.read().decode(errors="replace"),
-        )
-    if check and result.returncode != 0:
-        raise CommandError(
-            f"{' '.join(argv)} exited {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-        )
-    return result
 
 
 class LocalRunner:
