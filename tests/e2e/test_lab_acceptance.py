@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.ansible import playbook, recap
 from tests.support.common import wait_until
 
 from mssante.lab.pki import ensure_pki
@@ -44,7 +45,6 @@ from mssante.lab.trustlist import write_lab_list
 pytestmark = [pytest.mark.devonly, pytest.mark.timeout(3600)]
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
 TRUSTLIST_FETCH = [
     "runuser", "-u", "mssante", "--", "/opt/mssante/bin/mssante-trustlist", "fetch",
     "--config", "/etc/mssante/mssante.yml", "--json",
@@ -62,26 +62,11 @@ class Built:
 
 def lab_playbook(lab_dir: Path, tag: str, *extra: str) -> subprocess.CompletedProcess[str]:
     """`make lab` (or `make lab-down` with -e lab_state=absent) for a lab under ``lab_dir``."""
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        PATH=f"{VENV_BIN}:{os.environ['PATH']}",
-    )
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(REPO / "inventories" / "lab")]
-    argv += [str(REPO / "playbooks" / "lab.yml"), "-e", f"lab_dir={lab_dir}", "-e", f"lab_tag={tag}", *extra]
+    variables = ["-e", f"lab_dir={lab_dir}", "-e", f"lab_tag={tag}"]
     # A snapshot of milters/: every run builds the wheel from the same sources while the checkout
     # changes under them (the role reinstalls on any change, by design).
-    argv += ["-e", f"mssante_wheel_source_dir={lab_dir.parent / 'milters'}"]
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=2400, env=env)
-
-
-def recap(result: subprocess.CompletedProcess[str], host: str) -> dict[str, int]:
-    pattern = rf"{host}\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
-    match = re.search(pattern, result.stdout)
-    assert match, result.stdout[-6000:] + result.stderr[-3000:]
-    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups()), strict=True))
+    variables += ["-e", f"mssante_wheel_source_dir={lab_dir.parent / 'milters'}"]
+    return playbook("lab.yml", REPO / "inventories" / "lab", [*variables, *extra], timeout=2400)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import imaplib
 import json
-import os
-import re
 import shutil
 import smtplib
 import socket
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.ansible import playbook
+from tests.support.ansible import recap as host_recap
 from tests.support.common import wait_until
 from tests.support.hosts import HostNetwork, TestHost
 
@@ -39,7 +39,6 @@ from mssante.lab.trustlist import subject_dn, write_lab_list
 pytestmark = [pytest.mark.devonly, pytest.mark.timeout(2400)]
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
 LOCAL_DOMAIN = "hopital-a.mssante.test"
 ORDINARY_DOMAIN = "hopital-a.test"
 PEER_SENDER = "dr.durand@clinique-b.mssante.test"
@@ -167,39 +166,15 @@ def _write_lab_json(lab_dir: Path, host: TestHost, address: str, pki: Pki) -> No
     (lab_dir / "lab.json").write_text(json.dumps(lab, indent=2))
 
 
-def changed_tasks(output: str) -> list[str]:
-    """The names of the tasks that reported a change, for assertion messages."""
-    tasks, current = [], ""
-    for line in output.splitlines():
-        if line.startswith("TASK ["):
-            current = line.split("]", 1)[0] + "]"
-        elif line.startswith("changed:") and current not in tasks:
-            tasks.append(current)
-    return tasks
-
-
 def site(lab_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        PATH=f"{VENV_BIN}:{os.environ['PATH']}",
-    )
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(REPO / "inventories" / "lab")]
-    argv += [str(REPO / "playbooks" / "site.yml"), "-e", f"lab_dir={lab_dir}", *extra]
     # A snapshot of milters/: both runs build the wheel from the same sources while the checkout
     # changes under them (the role reinstalls on any change, by design).
-    argv += ["-e", f"mssante_wheel_source_dir={lab_dir / 'milters'}"]
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800, env=env)
+    variables = ["-e", f"lab_dir={lab_dir}", "-e", f"mssante_wheel_source_dir={lab_dir / 'milters'}"]
+    return playbook("site.yml", REPO / "inventories" / "lab", [*variables, *extra])
 
 
 def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    match = re.search(
-        r"hospital\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout
-    )
-    assert match, result.stdout[-6000:] + result.stderr[-3000:]
-    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups()), strict=True))
+    return host_recap(result, "hospital")
 
 
 @pytest.fixture(scope="module")
