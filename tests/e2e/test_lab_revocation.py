@@ -35,9 +35,11 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.support.ansible import playbook
 
 from mssante.lab import x509util as xu
 from mssante.lab.revocation import COMMAND, CONFIG, JOB_USER, fingerprint
+from mssante.lab.scenario import Lab as ScenarioLab
 
 # needs ansible-playbook (the development venv); converting the hospital takes minutes
 pytestmark = [pytest.mark.devonly, pytest.mark.timeout(2400)]
@@ -45,7 +47,6 @@ pytestmark = [pytest.mark.devonly, pytest.mark.timeout(2400)]
 REPO = Path(__file__).resolve().parents[2]
 SRC = str(REPO / "milters" / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC}
-ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 RULES = REPO / "roles" / "mssante_monitoring" / "files" / "mssante-alerts.yml"
 ORG_CA = "igc_sante_org"
 KEPT_CRL = f"/var/lib/mssante/revocation/crls/{ORG_CA}.crl"
@@ -54,33 +55,19 @@ INSTANCE = "/etc/postfix-mssante"
 SUPERVISOR = "/etc/supervisor/supervisord.conf"
 
 
-class Lab:
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.doc: dict[str, Any] = json.loads((directory / "lab.json").read_text())
-
-    def host(self, name: str) -> dict[str, Any]:
-        return dict(self.doc["hosts"][name])
-
-    def inside(
-        self, name: str, argv: Sequence[str], timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.host(name)["enter"], *argv], capture_output=True, text=True, timeout=timeout, check=False
-        )
-
-    def hospital_file(self, path: str) -> Path:
-        """A file of the hospital, seen from outside (its overlay's upper layer, docs/lab-json.md)."""
-        return self.dir / "hospital" / "upper" / "var_lib" / path.removeprefix("/var/lib/")
+class Lab(ScenarioLab):
+    """The lab of the scenario (lab.json, commands inside its hosts) with the revocation steps."""
 
     def seed_revoked(self) -> dict[str, Any]:
-        result = _run([sys.executable, "-m", "mssante.lab", "seed-revoked", "--dir", str(self.dir), "--json"])
+        result = _run(
+            [sys.executable, "-m", "mssante.lab", "seed-revoked", "--dir", str(self.directory), "--json"]
+        )
         assert result.returncode in (0, 1), result.stdout + result.stderr
         return dict(json.loads(result.stdout))
 
     def revocation(self, *argv: str) -> subprocess.CompletedProcess[str]:
         """The hospital's revocation command, as the job's user (like its periodic job)."""
-        return self.inside("hospital", ["runuser", "-u", JOB_USER, "--", COMMAND, *argv, "--config", CONFIG])
+        return self.run_in("hospital", ["runuser", "-u", JOB_USER, "--", COMMAND, *argv, "--config", CONFIG])
 
     def send_from_peer(self, cert: str, key: str) -> tuple[int, str]:
         """An SMTP session from inside the peer to the hospital's MSSante address with this client
@@ -89,14 +76,14 @@ class Lab:
         hospital, peer = self.host("hospital"), self.host("peer")
         session = {
             "server": hospital["address"],
-            "ca": self.doc["pki"]["ca_chain"],
+            "ca": self.data["pki"]["ca_chain"],
             "cert": cert,
             "key": key,
-            "ehlo": self.doc["pki"]["operators"]["peer"]["cn"],
+            "ehlo": self.data["pki"]["operators"]["peer"]["cn"],
             "sender": peer["mailboxes"][0]["address"],
             "rcpt": hospital["mailboxes"][0]["address"],
         }
-        result = self.inside("peer", [sys.executable, "-c", PEER_SESSION, json.dumps(session)])
+        result = self.run_in("peer", [sys.executable, "-c", PEER_SESSION, json.dumps(session)])
         assert result.returncode == 0, result.stdout + result.stderr
         answer = json.loads(result.stdout)
         return int(answer["code"]), str(answer["text"])
@@ -148,13 +135,8 @@ def lab() -> Iterator[Lab]:
         assert built.returncode == 0, built.stdout + built.stderr
         extra = base / "revocation-vars.json"
         extra.write_text(json.dumps(_revocation_vars(lab_dir)))
-        playbook = [
-            str(ANSIBLE_PLAYBOOK),
-            "-i",
-            str(REPO / "inventories" / "lab"),
-            str(REPO / "playbooks" / "site.yml"),
-        ]
-        converted = _run([*playbook, "-e", f"lab_dir={lab_dir}", "-e", f"@{extra}"])
+        variables = ["-e", f"lab_dir={lab_dir}", "-e", f"@{extra}"]
+        converted = playbook("site.yml", REPO / "inventories" / "lab", variables)
         assert converted.returncode == 0, converted.stdout[-6000:] + converted.stderr[-3000:]
         lab = Lab(lab_dir)
         seeded = lab.seed_revoked()
@@ -168,7 +150,7 @@ def lab() -> Iterator[Lab]:
 
 
 def _assert_revoked_refused_valid_accepted(lab: Lab) -> None:
-    pki = lab.doc["pki"]
+    pki = lab.data["pki"]
     code, out = lab.send_from_peer(pki["revoked"]["cert"], pki["revoked"]["key"])
     assert code == 554 and "revoked by its IGC-Sante authority" in out, out
     code, out = lab.send_from_peer(pki["operators"]["peer"]["cert"], pki["operators"]["peer"]["key"])
@@ -176,7 +158,7 @@ def _assert_revoked_refused_valid_accepted(lab: Lab) -> None:
 
 
 def test_tls4_lab_revoked_certificate_refused_on_port_25_valid_one_accepted(lab: Lab) -> None:
-    pki = lab.doc["pki"]
+    pki = lab.data["pki"]
     assert pki["revoked"]["cn"] == pki["operators"]["peer"]["cn"]  # same CN: only the fingerprint differs
     _assert_revoked_refused_valid_accepted(lab)
     deny_list = lab.hospital_file(DENY_LIST).read_text()
@@ -189,9 +171,9 @@ def test_tls4_lab_revoked_certificate_refused_on_port_25_valid_one_accepted(lab:
 def test_tls4_lab_deny_list_survives_restarts_and_a_second_seeding(lab: Lab) -> None:
     before = lab.hospital_file(DENY_LIST).read_text()
     for action in ("stop", "start"):
-        done = lab.inside("hospital", ["postfix", "-c", INSTANCE, action])
+        done = lab.run_in("hospital", ["postfix", "-c", INSTANCE, action])
         assert done.returncode == 0, done.stderr
-    restarted = lab.inside("hospital", ["supervisorctl", "-c", SUPERVISOR, "restart", "all"])
+    restarted = lab.run_in("hospital", ["supervisorctl", "-c", SUPERVISOR, "restart", "all"])
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     _wait_smtp(lab)
     _assert_revoked_refused_valid_accepted(lab)
@@ -203,7 +185,7 @@ def test_tls4_lab_deny_list_survives_restarts_and_a_second_seeding(lab: Lab) -> 
 
 def _wait_smtp(lab: Lab) -> None:
     """Until the restarted instance and milter take a session again (the milter fails closed, 4xx)."""
-    peer = lab.doc["pki"]["operators"]["peer"]
+    peer = lab.data["pki"]["operators"]["peer"]
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -216,7 +198,7 @@ def _wait_smtp(lab: Lab) -> None:
 
 
 def _org_ca(lab: Lab) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    pki_dir = Path(lab.doc["pki"]["dir"])
+    pki_dir = Path(lab.data["pki"]["dir"])
     cert = x509.load_pem_x509_certificate((pki_dir / "ca" / "igc-organisations.pem").read_bytes())
     key = serialization.load_pem_private_key((pki_dir / "ca" / "igc-organisations.key").read_bytes(), None)
     assert isinstance(key, rsa.RSAPrivateKey)
@@ -224,7 +206,7 @@ def _org_ca(lab: Lab) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
 
 
 def _revoked_entries(lab: Lab) -> list[tuple[int, Any]]:
-    cert = x509.load_pem_x509_certificate(Path(lab.doc["pki"]["revoked"]["cert"]).read_bytes())
+    cert = x509.load_pem_x509_certificate(Path(lab.data["pki"]["revoked"]["cert"]).read_bytes())
     return [(cert.serial_number, xu.utcnow() - timedelta(days=9))]
 
 
@@ -232,9 +214,9 @@ def _next_update_metric(lab: Lab) -> float:
     """What the hospital's certificate checker reports for the kept CRL (the alert's input): one run of
     the checker its supervisor program runs (``--crl`` as in mssante_monitoring_certcheck_crls)."""
     python = str(Path(COMMAND).parent / "python")
-    checker = [python, "-m", "mssante.certcheck", "--certificate", f"igc_chain={lab.doc['pki']['ca_chain']}"]
+    checker = [python, "-m", "mssante.certcheck", "--certificate", f"igc_chain={lab.data['pki']['ca_chain']}"]
     argv = ["runuser", "-u", JOB_USER, "--", *checker, "--crl", f"{ORG_CA}={KEPT_CRL}", "--stdout"]
-    page = lab.inside("hospital", argv)
+    page = lab.run_in("hospital", argv)
     found = re.search(
         rf'^mssante_crl_next_update_timestamp_seconds{{[^}}]*ca="{ORG_CA}"[^}}]*}} (\S+)$', page.stdout, re.M
     )
@@ -323,12 +305,12 @@ def test_tls4_lab_crl_past_next_update_raises_the_alert_and_still_denies(lab: La
 
 
 def test_tls4_lab_crl_failing_verification_is_reported_and_not_trusted(lab: Lab) -> None:
-    source = Path(lab.doc["pki"]["dir"]) / "crl" / "igc-organisations.crl.pem"
+    source = Path(lab.data["pki"]["dir"]) / "crl" / "igc-organisations.crl.pem"
     kept = lab.hospital_file(KEPT_CRL)
     original, kept_before = source.read_bytes(), kept.read_bytes()
     org_cert, _ = _org_ca(lab)
     foreign_key = serialization.load_pem_private_key(
-        (Path(lab.doc["pki"]["dir"]) / "ca" / "foreign-root.key").read_bytes(), None
+        (Path(lab.data["pki"]["dir"]) / "ca" / "foreign-root.key").read_bytes(), None
     )
     assert isinstance(foreign_key, rsa.RSAPrivateKey)
     now = xu.utcnow()
@@ -349,7 +331,7 @@ def test_tls4_lab_crl_failing_verification_is_reported_and_not_trusted(lab: Lab)
 
 def _xoauth2_login(lab: Lab, user: str, token: str) -> str:
     """XOAUTH2 on the hospital's MSSante IMAP listener (STARTTLS, its chain verified); the answer."""
-    context = ssl.create_default_context(cafile=lab.doc["pki"]["ca_chain"])
+    context = ssl.create_default_context(cafile=lab.data["pki"]["ca_chain"])
     context.check_hostname = False  # reached by address; the chain is IGC-Sante's
     client = imaplib.IMAP4(lab.host("hospital")["address"], 143, timeout=30)
     try:
@@ -368,7 +350,7 @@ def _xoauth2_login(lab: Lab, user: str, token: str) -> str:
 
 def test_auth1_lab_token_command_logs_the_owner_in_over_imap(lab: Lab) -> None:
     mailbox = next(box for box in lab.host("hospital")["mailboxes"] if box["type"] == "PER")
-    argv = [item.replace("{mailbox}", mailbox["address"]) for item in lab.doc["oauth"]["token_command"]]
+    argv = [item.replace("{mailbox}", mailbox["address"]) for item in lab.data["oauth"]["token_command"]]
     token = _run(argv, 60).stdout.strip()
     assert len(token) > 3000
     owner = mailbox["owners"][0]
